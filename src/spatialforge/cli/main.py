@@ -1,0 +1,238 @@
+"""``spatialforge`` command line: the composition root that picks stages and runs them.
+
+Every command is callable from Python as ``main([...])``, which returns the exit code. User errors
+print one line (``spatialforge: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from spatialforge import __version__
+from spatialforge.errors import SpatialForgeError
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render synthetic RGB-D scenes with exact ground truth",
+                       description="Render N synthetic RGB-D scenes (scene-folder format + ground_truth.json).")
+    p.add_argument("--n", type=int, default=20, help="number of scenes (default 20)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scene)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="relative per-pixel depth noise sigma, e.g. 0.02 for 2%% (default 0)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--depth-format", choices=("png", "npy"), default="png")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="scene folders -> 3D scene graphs -> spatial QA dataset",
+                       description="Generate the spatial VQA dataset from a folder of scene folders.")
+    p.add_argument("scenes_dir", type=Path, help="folder of scene folders (see docs/formats.md)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qa-per-image", type=int, default=10)
+    p.add_argument("--mix", type=float, default=0.5, help="share of quantitative questions (default 0.5)")
+    p.add_argument("--units", choices=("metric", "imperial", "mixed"), default="metric")
+    p.add_argument("--margin", type=float, default=0.10,
+                   help="tie margin in metres for position comparisons (default 0.10)")
+    p.add_argument("--margin-rel", type=float, default=0.15,
+                   help="relative tie margin for size comparisons (default 0.15)")
+    p.add_argument("--types", default=None, help="comma-separated question type ids to use (default all)")
+    p.add_argument("--exclude-types", default="", help="comma-separated question type ids to leave out")
+    p.add_argument("--shard-size", type=int, default=256, help="scenes per Parquet shard (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="delete OUT first instead of resuming")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spatialforge",
+        description="Metric 3D spatial reasoning data for VLMs and robots.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            quickstart:  spatialforge demo
+            docs:        README.md, docs/formats.md, docs/conventions.md"""),
+    )
+    parser.add_argument("--version", action="version", version=f"spatialforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_synth(sub)
+    _add_generate(sub)
+    p = sub.add_parser("catalog", help="list the question catalogue",
+                       description="Print every question type with its kind, meaning and template counts.")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p = sub.add_parser("export", help="export a generated dataset (e.g. LLaVA JSON)",
+                       description="Export a generated dataset to another training format.")
+    p.add_argument("out_dir", type=Path, help="output folder of `spatialforge generate`")
+    p.add_argument("--format", choices=("llava",), default="llava")
+    p.add_argument("--dest", type=Path, default=None, help="destination folder (default OUT_DIR/export-<format>)")
+    p = sub.add_parser("demo", help="synthesise scenes, generate a dataset, print a summary (offline)",
+                       description="The main job on built-in synthetic scenes: synth -> generate -> summary.")
+    p.add_argument("--out", type=Path, default=Path("spatialforge-demo"), help="work folder (default ./spatialforge-demo)")
+    p.add_argument("--n", type=int, default=24, help="number of synthetic scenes (default 24)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=8, help="QA samples to print (default 8)")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("show", help="draw a picture of a scene's 3D scene graph",
+                       description="Render boxes, captions and a top-down map of one scene to a PNG.")
+    p.add_argument("scene_dir", type=Path, help="a scene folder")
+    p.add_argument("--out", type=Path, default=None, help="PNG path (default SCENE_DIR/scene_graph.png)")
+    return parser
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _cmd_synth(args) -> int:
+    from spatialforge.synth import SynthConfig, write_synthetic_dataset
+
+    if args.n < 1:
+        raise SpatialForgeError(f"--n must be >= 1, got {args.n}")
+    try:
+        cfg = SynthConfig(width=args.width, height=args.height, depth_noise=args.noise,
+                          depth_format=args.depth_format)
+    except ValueError as exc:
+        raise SpatialForgeError(str(exc)) from exc
+    paths = write_synthetic_dataset(args.out, n=args.n, seed=args.seed, config=cfg, progress=not args.no_progress)
+    print(f"wrote {len(paths)} scenes to {args.out}")
+    return 0
+
+
+def _generate_config(args):
+    from spatialforge.geometry import GeometryConfig
+    from spatialforge.pipeline import GenerateConfig
+    from spatialforge.qa import QAConfig
+
+    qa = QAConfig(qa_per_image=args.qa_per_image, quantitative_share=args.mix, units=args.units,
+                  margin_m=args.margin, margin_rel=args.margin_rel, types=_split(args.types),
+                  exclude_types=_split(args.exclude_types) or (), seed=args.seed)
+    return GenerateConfig(qa=qa, geometry=GeometryConfig(seed=args.seed), shard_size=args.shard_size,
+                          fail_fast=args.fail_fast)
+
+
+def _print_summary(manifest: dict, out: Path) -> None:
+    c = manifest["counts"]
+    t = manifest["timings_s"]
+    print(f"scenes: {c['scenes_found']} found, {c['scenes_ok']} ok, {c['scenes_rejected']} rejected, "
+          f"{c['scenes_failed']} failed, {c['scenes_without_qa']} without questions")
+    print(f"QA pairs: {c['qa_pairs']} ({c['qa_per_scene']} per scene) "
+          + ", ".join(f"{k} {v}" for k, v in c["per_kind"].items()))
+    print(f"gravity: {c['gravity']}; objects measured {c['objects_measured']}, "
+          f"skipped {sum(c['objects_skipped'].values())}, unreferable {c['objects_unreferable']}")
+    for r in manifest["rejected"][:10]:
+        print(f"  rejected {r['scene_id']}: {r['message']}")
+    print(f"time: {t['wall']:.2f} s wall; written to {out}")
+
+
+def _cmd_generate(args) -> int:
+    from spatialforge.pipeline import run_generate
+
+    cfg = _generate_config(args)
+    if args.overwrite and args.out.exists():
+        shutil.rmtree(args.out)
+    manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
+    _print_summary(manifest, args.out)
+    return 0
+
+
+def _cmd_catalog(args) -> int:
+    from spatialforge.qa import catalog_summary
+
+    rows = catalog_summary()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{len(rows)} question types")
+    for r in rows:
+        a = r["answer_templates"]
+        a_text = f"{a['yes']}+{a['no']}" if isinstance(a, dict) else str(a)
+        print(f"  {r['id']:<20} {r['kind']:<12} q={r['question_templates']:<3} a={a_text:<6} {r['meaning']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from spatialforge.io.export import export_llava
+
+    dest = args.dest or args.out_dir / f"export-{args.format}"
+    info = export_llava(args.out_dir, dest)
+    print(f"exported {info['records']} records ({info['qa_pairs']} QA pairs) to {info['path']}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from spatialforge.geometry import GeometryConfig
+    from spatialforge.io.dataset import iter_rows
+    from spatialforge.pipeline import GenerateConfig, run_generate
+    from spatialforge.qa import QAConfig
+    from spatialforge.synth import SynthConfig, write_synthetic_dataset
+
+    scenes = args.out / "scenes"
+    dataset = args.out / "dataset"
+    for d in (scenes, dataset):
+        if d.exists():
+            shutil.rmtree(d)
+    print(f"[1/3] rendering {args.n} synthetic RGB-D scenes -> {scenes}")
+    write_synthetic_dataset(scenes, n=args.n, seed=args.seed, config=SynthConfig(), progress=not args.no_progress)
+    print(f"[2/3] generating the spatial QA dataset -> {dataset}")
+    cfg = GenerateConfig(qa=QAConfig(seed=args.seed), geometry=GeometryConfig(seed=args.seed))
+    manifest = run_generate(scenes, dataset, cfg, progress=not args.no_progress)
+    print("[3/3] summary")
+    _print_summary(manifest, dataset)
+    print(f"\n{args.samples} sample QA pairs:")
+    shown = 0
+    for row in iter_rows(dataset, columns=["scene_id", "qa"]):
+        for qa in row["qa"][:2]:
+            print(f"  [{row['scene_id']} | {qa['type']}] Q: {qa['question']}\n      A: {qa['answer']}  "
+                  f"(value={qa['value']:.4g} {qa['unit']})")
+            shown += 1
+            if shown >= args.samples:
+                return 0
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from spatialforge.geometry import build_scene_graph
+    from spatialforge.io.scene_folder import load_scene
+    from spatialforge.viz import render_scene_graph
+
+    scene = load_scene(args.scene_dir)
+    graph = build_scene_graph(scene)
+    out = args.out or args.scene_dir / "scene_graph.png"
+    render_scene_graph(scene, graph).save(out)
+    print(f"wrote {out}")
+    return 0
+
+
+_COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
+             "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except SpatialForgeError as exc:
+        print(f"spatialforge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spatialforge: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading scenes and writing datasets (torch-free)."""

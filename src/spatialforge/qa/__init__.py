@@ -1,0 +1,20 @@
+"""Spatial question-answer synthesis from 3D scene graphs (torch-free)."""
+
+from spatialforge.qa.catalog import CATALOG, EvalContext, QuestionType, Skip, catalog_summary, get_type
+from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
+from spatialforge.qa.numbers import say_clock, say_length, say_ratio
+
+__all__ = [
+    "CATALOG",
+    "EvalContext",
+    "QAConfig",
+    "QAResult",
+    "QuestionType",
+    "Skip",
+    "catalog_summary",
+    "generate_qa",
+    "get_type",
+    "say_clock",
+    "say_length",
+    "say_ratio",
+]

@@ -1,0 +1,199 @@
+"""Sample and render spatial QA pairs for one scene graph, deterministically for a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spatialforge.core.types import QAPair, SceneGraph, SceneObject
+from spatialforge.errors import ConfigError
+from spatialforge.qa.catalog import CATALOG, EvalContext, QuestionType, Skip
+from spatialforge.qa.numbers import UNIT_SYSTEMS, say_clock, say_length, say_ratio
+from spatialforge.qa.refer import Reference, resolve_references
+
+__all__ = ["QAConfig", "QAResult", "generate_qa", "scene_rng"]
+
+_PLACEHOLDER = re.compile(r"\{([A-Z])\}")
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    """QA synthesis settings. ``quantitative_share`` is the target share of quantitative questions."""
+
+    qa_per_image: int = 10
+    quantitative_share: float = 0.5
+    units: str = "metric"
+    margin_m: float = 0.10
+    margin_rel: float = 0.15
+    min_length_m: float = 0.05
+    types: tuple[str, ...] | None = None
+    exclude_types: tuple[str, ...] = ()
+    attempts_per_question: int = 40
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.qa_per_image < 1:
+            raise ConfigError(f"qa_per_image must be >= 1, got {self.qa_per_image}")
+        if not 0.0 <= self.quantitative_share <= 1.0:
+            raise ConfigError(f"quantitative_share (--mix) must be in [0, 1], got {self.quantitative_share}")
+        if self.units not in UNIT_SYSTEMS:
+            raise ConfigError(f"units must be one of {', '.join(UNIT_SYSTEMS)}, got {self.units!r}")
+        for name in ("margin_m", "margin_rel", "min_length_m"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        unknown = [t for t in (self.types or ()) + tuple(self.exclude_types) if t not in CATALOG]
+        if unknown:
+            raise ConfigError(f"unknown question type(s): {', '.join(unknown)} (see `spatialforge catalog`)")
+        if not self.enabled_types():
+            raise ConfigError("no question type left after --types / --exclude-types")
+
+    def enabled_types(self) -> list[QuestionType]:
+        ids = self.types if self.types else tuple(CATALOG)
+        return [CATALOG[t] for t in ids if t not in self.exclude_types]
+
+    def context(self) -> EvalContext:
+        return EvalContext(margin_m=self.margin_m, margin_rel=self.margin_rel, min_length_m=self.min_length_m)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["types"] = list(self.types) if self.types else None
+        d["exclude_types"] = list(self.exclude_types)
+        return d
+
+
+@dataclass
+class QAResult:
+    """The QA pairs of one scene and the bookkeeping of what was not asked, and why."""
+
+    qa: list[QAPair]
+    references: dict[int, str]
+    unreferable: list[int] = field(default_factory=list)
+    skips: Counter = field(default_factory=Counter)
+    shortfall: int = 0
+
+
+def scene_rng(seed: int, scene_id: str, stream: str) -> np.random.Generator:
+    """A generator that depends only on (seed, scene id, stream): order- and worker-independent."""
+    digest = hashlib.sha256(f"{seed}\x00{scene_id}\x00{stream}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _say(t: QuestionType, value: Any, cfg: QAConfig, rng: np.random.Generator) -> str:
+    if t.unit == "m":
+        return say_length(float(value), cfg.units, rng)
+    if t.unit == "ratio":
+        return say_ratio(float(value), rng)
+    if t.unit == "clock":
+        return say_clock(int(value))
+    raise AssertionError(f"no phrasing for unit {t.unit}")  # unreachable: catalogue invariant
+
+
+def _render(t: QuestionType, roles: dict[str, SceneObject], refs: dict[int, Reference], value: Any,
+            cfg: QAConfig, rng: np.random.Generator) -> tuple[str, str, list[str]]:
+    q_tpl = t.questions[int(rng.integers(len(t.questions)))]
+    names = {k: refs[o.id].text for k, o in roles.items()}
+    if t.kind == "yes_no":
+        pool = t.yes if value else t.no
+        a_tpl = pool[int(rng.integers(len(pool)))]
+        fields = dict(names)
+    elif t.kind == "choice":
+        a_tpl = t.answers[int(rng.integers(len(t.answers)))]
+        chosen = roles["A"] if roles["A"].id == value else roles["B"]
+        other = roles["B"] if chosen is roles["A"] else roles["A"]
+        fields = dict(names, X=refs[chosen.id].text, Y=refs[other.id].text)
+    else:
+        a_tpl = t.answers[int(rng.integers(len(t.answers)))]
+        fields = dict(names, value=_say(t, value, cfg, rng))
+    order = [m for m in _PLACEHOLDER.findall(q_tpl) if m in roles]
+    seen: list[str] = []
+    for m in order:
+        if m not in seen:
+            seen.append(m)
+    return _capitalise(q_tpl.format(**names)), _capitalise(a_tpl.format(**fields)), seen
+
+
+def _eligible(t: QuestionType, graph: SceneGraph, objs: list[SceneObject]) -> list[SceneObject]:
+    if t.needs_gravity and not graph.gravity.reliable:
+        return []
+    if t.needs_size:
+        objs = [o for o in objs if o.size_reliable]
+    return objs if len(objs) >= t.arity else []
+
+
+def generate_qa(graph: SceneGraph, config: QAConfig | None = None) -> QAResult:
+    """QA pairs for ``graph``: up to ``config.qa_per_image``, with the configured quantitative share.
+
+    Only unambiguous, clear-cut questions about well-measured objects are asked; everything not
+    asked is counted by reason in ``QAResult.skips``. Deterministic for (seed, scene id).
+    """
+    cfg = config or QAConfig()
+    ctx = cfg.context()
+    ref_rng = scene_rng(cfg.seed, graph.scene_id, "references")
+    refs = resolve_references(graph.objects, margin=cfg.margin_m, vertical_ok=graph.gravity.reliable,
+                              rng=ref_rng)
+    result = QAResult(qa=[], references={k: r.text for k, r in refs.items()},
+                      unreferable=[o.id for o in graph.objects if o.id not in refs])
+    objs = [o for o in graph.objects if o.id in refs]
+    rng = scene_rng(cfg.seed, graph.scene_id, "qa")
+
+    by_cat: dict[bool, list[tuple[QuestionType, list[SceneObject]]]] = {True: [], False: []}
+    for t in cfg.enabled_types():
+        pool = _eligible(t, graph, objs)
+        if pool:
+            by_cat[t.kind == "quantitative"].append((t, pool))
+        elif t.needs_gravity and not graph.gravity.reliable:
+            result.skips["no_gravity"] += 1
+
+    n_quant = int(round(cfg.qa_per_image * cfg.quantitative_share))
+    plan = [True] * n_quant + [False] * (cfg.qa_per_image - n_quant)
+    asked: set[tuple[str, tuple[int, ...]]] = set()
+    for is_quant in plan:
+        cands = by_cat[is_quant] or by_cat[not is_quant]
+        if not cands:
+            result.shortfall += 1
+            continue
+        made = False
+        for _ in range(cfg.attempts_per_question):
+            t, pool = cands[int(rng.integers(len(cands)))]
+            pick = rng.choice(len(pool), size=t.arity, replace=False)
+            subjects = tuple(pool[int(i)] for i in pick)
+            key = (t.id, tuple(o.id for o in subjects))
+            if key in asked:
+                result.skips["duplicate"] += 1
+                continue
+            if (t.axis is not None and refs[subjects[0].id].group == refs[subjects[1].id].group
+                    and t.axis in (refs[subjects[0].id].axis, refs[subjects[1].id].axis)):
+                result.skips["answer_in_reference"] += 1
+                continue
+            value = t.evaluate(subjects, ctx)
+            if isinstance(value, Skip):
+                result.skips[value.reason] += 1
+                continue
+            asked.add(key)
+            roles = dict(zip("ABC", subjects, strict=False))
+            question, answer, order = _render(t, roles, refs, value, cfg, rng)
+            result.qa.append(QAPair(
+                id=f"{graph.scene_id}-{len(result.qa):03d}",
+                type=t.id,
+                kind=t.kind,
+                question=question,
+                answer=answer,
+                value=value if t.kind != "quantitative" else float(value),
+                unit=t.unit,
+                subjects=tuple(roles[r].id for r in order),
+                roles=tuple(order),
+            ))
+            made = True
+            break
+        if not made:
+            result.shortfall += 1
+    return result

@@ -1,0 +1,1 @@
+"""Hand-written question and answer templates, one module per question kind."""
