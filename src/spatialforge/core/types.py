@@ -246,6 +246,8 @@ class SceneObject:
     truncated: bool
     occluded_fraction: float
     size_reliable: bool
+    footprint_reliable: bool = False
+    top_elevation_deg: float = 0.0
 
     @property
     def center(self) -> np.ndarray:
@@ -276,6 +278,8 @@ class SceneObject:
             "truncated": self.truncated,
             "occluded_fraction": round(self.occluded_fraction, 4),
             "size_reliable": self.size_reliable,
+            "footprint_reliable": self.footprint_reliable,
+            "top_elevation_deg": round(self.top_elevation_deg, 2),
         }
 
 

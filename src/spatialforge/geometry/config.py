@@ -27,7 +27,8 @@ class GeometryConfig:
     min_points: int = 40
     min_points_for_size: int = 150
     erode_pixels: int = 1
-    max_occluded_fraction: float = 0.25
+    max_occluded_fraction: float = 0.15
+    min_top_elevation_deg: float = 15.0
     # Depth noise handling: smooth depth inside each mask when the estimated relative noise is larger
     noise_smoothing_threshold: float = 0.003
     seed: int = 0
@@ -46,6 +47,7 @@ class GeometryConfig:
             "min_points_for_size": self.min_points_for_size >= self.min_points,
             "erode_pixels": self.erode_pixels >= 0,
             "max_occluded_fraction": 0 <= self.max_occluded_fraction <= 1,
+            "min_top_elevation_deg": -90 <= self.min_top_elevation_deg <= 90,
             "noise_smoothing_threshold": self.noise_smoothing_threshold >= 0,
         }
         for name, ok in checks.items():

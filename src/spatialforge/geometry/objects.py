@@ -26,11 +26,14 @@ class ObjectPoints:
     occluded_fraction: float
 
 
-def main_cluster(points: np.ndarray, voxel: float, max_cells: int = 4_000_000) -> np.ndarray:
-    """Boolean mask of the points in the largest 26-connected voxel cluster.
+def main_cluster(points: np.ndarray, voxel: float, *, min_share: float = 0.02, max_gap: float = 0.05,
+                 max_cells: int = 4_000_000) -> np.ndarray:
+    """Boolean mask of the points that form the object's body.
 
-    Removes flying pixels and stray fragments that are separated from the object's body by more
-    than one voxel.
+    Points are grouped into 26-connected voxel clusters. The largest cluster is kept, and so is
+    any other cluster holding at least ``min_share`` of the points whose bounding box comes within
+    ``max_gap`` of the kept set's box: parts joined through a hidden connection (table legs under
+    a top, a handle behind a rim) stay, while flying pixels and stray fragments go.
     """
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
@@ -47,7 +50,25 @@ def main_cluster(points: np.ndarray, voxel: float, max_cells: int = 4_000_000) -
     point_labels = labels[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
     counts = np.bincount(point_labels, minlength=n + 1)
     counts[0] = 0
-    return point_labels == int(np.argmax(counts))
+    order = np.argsort(-counts)
+    keep_labels = [int(order[0])]
+    kept = point_labels == order[0]
+    box_lo, box_hi = points[kept].min(axis=0), points[kept].max(axis=0)
+    min_count = max(3, min_share * len(points))
+    changed = True
+    candidates = [int(lab) for lab in order[1:] if counts[lab] >= min_count]
+    while changed and candidates:  # grow the kept set until no substantial cluster touches it
+        changed = False
+        for lab in list(candidates):
+            sel = point_labels == lab
+            c_lo, c_hi = points[sel].min(axis=0), points[sel].max(axis=0)
+            gap = np.maximum(0.0, np.maximum(c_lo - box_hi, box_lo - c_hi))
+            if float(np.linalg.norm(gap)) <= max_gap:
+                keep_labels.append(lab)
+                candidates.remove(lab)
+                box_lo, box_hi = np.minimum(box_lo, c_lo), np.maximum(box_hi, c_hi)
+                changed = True
+    return np.isin(point_labels, keep_labels)
 
 
 def min_area_rectangle(xy: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -55,6 +55,7 @@ class QuestionType:
     answers: tuple[str, ...] = ()
     yes: tuple[str, ...] = ()
     no: tuple[str, ...] = ()
+    needs_footprint: bool = False
 
     @property
     def qualitative(self) -> bool:
@@ -70,6 +71,7 @@ class QuestionType:
             "unit": self.unit,
             "needs_gravity": self.needs_gravity,
             "needs_well_observed_objects": self.needs_size,
+            "needs_observed_footprint": self.needs_footprint,
             "question_templates": len(self.questions),
         }
         if self.kind == "yes_no":
@@ -331,6 +333,12 @@ _SPECS["closer_to_choice"] = ("choice", 3, "object", False, False, None, _closer
                               "value = its object id")
 
 
+# Types whose value needs the object's horizontal footprint, which is observable only when the
+# top is seen from above (see GeometryConfig.min_top_elevation_deg).
+FOOTPRINT_TYPES = frozenset({"width", "depth", "wide_predicate", "thin_predicate", "big_predicate",
+                             "small_predicate", "wide_choice", "thin_choice", "big_choice", "small_choice"})
+
+
 def _build() -> dict[str, QuestionType]:
     out: dict[str, QuestionType] = {}
     sources = {**_quantitative.TEMPLATES, **_predicates.TEMPLATES, **_choices.TEMPLATES}
@@ -340,6 +348,7 @@ def _build() -> dict[str, QuestionType]:
             id=tid, kind=kind, arity=arity, meaning=meaning, unit=unit, needs_gravity=grav,
             needs_size=size, axis=axis, evaluate=fn, questions=tuple(tpl["questions"]),
             answers=tuple(tpl.get("answers", ())), yes=tuple(tpl.get("yes", ())), no=tuple(tpl.get("no", ())),
+            needs_footprint=tid in FOOTPRINT_TYPES,
         )
     return out
 

@@ -126,6 +126,8 @@ def _eligible(t: QuestionType, graph: SceneGraph, objs: list[SceneObject]) -> li
         return []
     if t.needs_size:
         objs = [o for o in objs if o.size_reliable]
+    if t.needs_footprint:
+        objs = [o for o in objs if o.footprint_reliable]
     return objs if len(objs) >= t.arity else []
 
 
