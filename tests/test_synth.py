@@ -421,3 +421,18 @@ def test_write_synthetic_dataset(tmp_path: Path) -> None:
         assert (p / "depth.npy").exists() and not (p / "depth.png").exists()
         np.testing.assert_array_equal(np.load(p / "depth.npy"), generate_scene(i, seed=9, config=cfg).depth)
     assert write_synthetic_dataset(tmp_path / "empty", n=0, progress=False) == []
+
+
+def test_objects_are_rendered_in_their_named_colour() -> None:
+    checked = 0
+    for index in range(6):
+        scene = generate_scene(index, config=SMALL)
+        for o in scene.ground_truth["objects"]:
+            mask = scene.instances == o["id"]
+            if o["color"] not in ("red", "blue", "green") or mask.sum() < 20:
+                continue
+            mean = scene.image[mask].astype(float).mean(axis=0)
+            channel = {"red": 0, "green": 1, "blue": 2}[o["color"]]
+            assert mean[channel] == mean.max(), (o["caption"], mean)
+            checked += 1
+    assert checked >= 1

@@ -17,8 +17,8 @@ class GeometryConfig:
     # Support plane (RANSAC restricted to plausible orientations)
     max_tilt_deg: float = 60.0
     min_camera_height: float = 0.2
-    ransac_hypotheses: int = 400
-    ransac_points: int = 4000
+    ransac_hypotheses: int = 256
+    ransac_points: int = 2000
     plane_threshold_m: float = 0.015
     min_inlier_fraction: float = 0.02
     min_inliers: int = 200

@@ -8,7 +8,7 @@ from scipy import ndimage
 __all__ = ["estimate_depth_noise", "smooth_masked"]
 
 
-def estimate_depth_noise(depth: np.ndarray, stride: int = 2) -> float:
+def estimate_depth_noise(depth: np.ndarray, stride: int = 4) -> float:
     """Robust estimate of the relative per-pixel depth noise sigma (e.g. 0.02 for 2 %).
 
     Uses the second difference along rows, ``z[u] - (z[u-1] + z[u+1]) / 2``, which is close to

@@ -27,7 +27,7 @@ class ObjectPoints:
 
 
 def main_cluster(points: np.ndarray, voxel: float, *, min_share: float = 0.02, max_gap: float = 0.05,
-                 max_cells: int = 4_000_000) -> np.ndarray:
+                 max_cells: int = 200_000) -> np.ndarray:
     """Boolean mask of the points that form the object's body.
 
     Points are grouped into 26-connected voxel clusters. The largest cluster is kept, and so is
@@ -51,37 +51,47 @@ def main_cluster(points: np.ndarray, voxel: float, *, min_share: float = 0.02, m
     counts = np.bincount(point_labels, minlength=n + 1)
     counts[0] = 0
     order = np.argsort(-counts)
-    keep_labels = [int(order[0])]
-    kept = point_labels == order[0]
-    box_lo, box_hi = points[kept].min(axis=0), points[kept].max(axis=0)
     min_count = max(3, min_share * len(points))
-    changed = True
     candidates = [int(lab) for lab in order[1:] if counts[lab] >= min_count]
-    while changed and candidates:  # grow the kept set until no substantial cluster touches it
+    if not candidates:
+        return point_labels == order[0]
+    labs = np.array([int(order[0]), *candidates])
+    lo_box = np.stack([ndimage.minimum(points[:, i], point_labels, labs) for i in range(3)], axis=1)
+    hi_box = np.stack([ndimage.maximum(points[:, i], point_labels, labs) for i in range(3)], axis=1)
+    keep_labels = [int(labs[0])]
+    box_lo, box_hi = lo_box[0].copy(), hi_box[0].copy()
+    pending = list(range(1, len(labs)))
+    changed = True
+    while changed and pending:  # grow the kept set until no substantial cluster touches it
         changed = False
-        for lab in list(candidates):
-            sel = point_labels == lab
-            c_lo, c_hi = points[sel].min(axis=0), points[sel].max(axis=0)
-            gap = np.maximum(0.0, np.maximum(c_lo - box_hi, box_lo - c_hi))
+        for j in list(pending):
+            gap = np.maximum(0.0, np.maximum(lo_box[j] - box_hi, box_lo - hi_box[j]))
             if float(np.linalg.norm(gap)) <= max_gap:
-                keep_labels.append(lab)
-                candidates.remove(lab)
-                box_lo, box_hi = np.minimum(box_lo, c_lo), np.maximum(box_hi, c_hi)
+                keep_labels.append(int(labs[j]))
+                pending.remove(j)
+                box_lo, box_hi = np.minimum(box_lo, lo_box[j]), np.maximum(box_hi, hi_box[j])
                 changed = True
     return np.isin(point_labels, keep_labels)
 
 
-def min_area_rectangle(xy: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def min_area_rectangle(xy: np.ndarray, max_hull_points: int = 1500) -> tuple[float, np.ndarray, np.ndarray]:
     """Minimum-area enclosing rectangle of 2-D points.
 
     Returns ``(yaw, center_xy, size_xy)``: the rectangle's first side points along
-    ``(cos yaw, sin yaw)``; ``yaw`` lies in [0, pi/2).
+    ``(cos yaw, sin yaw)``; ``yaw`` lies in [0, pi/2). The orientation is chosen on the hull of
+    an evenly strided subsample of at most ``max_hull_points`` points (plus the four axis
+    extremes); the extents then use every point.
     """
     pts = np.asarray(xy, dtype=np.float64)
+    sub = pts
+    if len(pts) > max_hull_points:
+        extremes = [int(np.argmin(pts[:, 0])), int(np.argmax(pts[:, 0])),
+                    int(np.argmin(pts[:, 1])), int(np.argmax(pts[:, 1]))]
+        sub = np.vstack([pts[:: int(np.ceil(len(pts) / max_hull_points))], pts[extremes]])
     try:
-        hull = pts[ConvexHull(pts).vertices] if len(pts) >= 3 else pts
+        hull = sub[ConvexHull(sub).vertices] if len(sub) >= 3 else sub
     except QhullError:  # degenerate (collinear) footprint
-        hull = pts
+        hull = sub
     edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
     angles = np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2)
     angles = np.unique(np.round(angles, 9))

@@ -55,7 +55,9 @@ def _occluded_fraction(inst: np.ndarray, depth: np.ndarray, mask: np.ndarray, ob
     Holes are filled first: objects standing on a table punch holes in its mask without hiding
     any of its extent.
     """
-    filled = ndimage.binary_fill_holes(mask)
+    outside, _ = ndimage.label(~mask)
+    border = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+    filled = ~np.isin(outside, border[border > 0])  # the mask plus its enclosed holes
     ring = ndimage.binary_dilation(filled) & ~filled
     n_ring = int(ring.sum())
     if n_ring == 0:
@@ -97,7 +99,7 @@ def _measure(scene: RGBDScene, gravity: Gravity, obj_id: int, caption: str, sl: 
     pts_cam = backproject(full, scene.intrinsics, rows=rows + r0, cols=cols + c0)
     pts = gravity.to_canonical(pts_cam)
 
-    z_med = float(np.median(pts_cam[:, 2]))
+    z_med = float(pts_cam[:, 2].mean())
     pixel_pitch = z_med / scene.intrinsics.fx
     residual_noise = noise * z_med / max(win, 1)
     voxel = max(0.01, 3.0 * pixel_pitch, 4.0 * residual_noise)

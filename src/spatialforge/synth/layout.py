@@ -394,10 +394,13 @@ class _Projector:
         return (float(self.intr["fx"]) * pc[0] / z + float(self.intr["cx"]),
                 float(self.intr["fy"]) * pc[1] / z + float(self.intr["cy"]), z)
 
-    def in_image(self, p: np.ndarray, min_z: float = 0.1) -> bool:
+    def in_image(self, p: np.ndarray, min_z: float = 0.1, margin: float = 0.0) -> bool:
+        """Whether ``p`` is in front of the camera and projects at least ``margin`` (a fraction of
+        the image size) inside the image."""
         u, v, z = self.project(p)
-        return (z >= min_z and 0.0 <= u <= float(self.intr["width"]) - 1.0
-                and 0.0 <= v <= float(self.intr["height"]) - 1.0)
+        w, h = float(self.intr["width"]), float(self.intr["height"])
+        return (z >= min_z and margin * w <= u <= (1.0 - margin) * w - 1.0
+                and margin * h <= v <= (1.0 - margin) * h - 1.0)
 
 
 def _weighted_choice(rng: np.random.Generator, items: list[Category], weights: np.ndarray) -> Category:
@@ -460,7 +463,7 @@ def _sample_walls(rng: np.random.Generator, config: SynthConfig, rot: np.ndarray
     # Horizontal distance at which the ray through the top-centre pixel meets the floor.
     top_ray = rot @ np.array([0.0, -float(intr["cy"]) / float(intr["fy"]), 1.0])
     far = pos[2] / -top_ray[2] * math.hypot(top_ray[0], top_ray[1]) if top_ray[2] < -1e-9 else math.inf
-    d_hi = min(8.0, 0.85 * far)
+    d_hi = min(8.0, 0.7 * far)
     d_lo = min(3.5, 0.7 * d_hi)
     d_hi, d_lo = max(d_hi, 1.6), max(d_lo, 1.5)
     dist = rng.uniform(d_lo, d_hi)
@@ -537,8 +540,9 @@ def _visible_enough(proj: _Projector, center: np.ndarray, height: float) -> bool
 def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
     """Sample the full geometry of one scene from ``rng`` (seeded by the caller).
 
-    Items that cannot be placed after many attempts (crowded view, no room left on a table) are
-    dropped, so a scene may hold fewer items than sampled from ``config.n_objects``.
+    Items that find no room on their table move to the floor when their category allows it;
+    items that cannot be placed after many attempts are dropped, so a scene may hold fewer items
+    than sampled from ``config.n_objects``.
     """
     intr = _sample_intrinsics(rng, config)
     height = _r4(rng.uniform(*config.camera_height_range))
@@ -575,12 +579,12 @@ def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
             tyaw = round(float(rng.uniform(-180.0, 180.0)), 2)
             rect = _sample_floor_rect(rng, heading, half_fov, pos, (1.0, min(4.5, d_max)), sx / 2, sy / 2,
                                       math.radians(tyaw))
-            center = np.array([rect.x, rect.y, th / 2])
-            if not free(rect) or not _visible_enough(proj, center, th):
+            # The centre of the top must be well inside the image, so that its items are in view.
+            if not free(rect) or not proj.in_image(np.array([rect.x, rect.y, th]), margin=0.12):
                 continue
             finish = list(TABLE_FINISHES)[int(rng.integers(len(TABLE_FINISHES)))]
             obj = PlacedObject(0, "table", finish, TABLE_FINISHES[finish], "box",
-                               (rect.x, rect.y, _r4(th / 2)), (sx, sy, th), tyaw, "floor",
+                               (rect.x, rect.y, th / 2), (sx, sy, th), tyaw, "floor",
                                list(_table_primitives(rect.x, rect.y, math.radians(tyaw), sx, sy, th)))
             footprints.append(rect)
             placed.append(obj)
@@ -588,14 +592,18 @@ def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
             break
         tables.append(done)
 
-    # Items on table tops, then on the floor.
+    # Items on table tops, then on the floor. An item that finds no room on its table (or whose
+    # table could not be placed) moves to the floor if its category stands on floors.
     table_items: dict[int, list[_Rect]] = {}
-    for spec in sorted(specs, key=lambda s: -s.slot):
+    queue = sorted(specs, key=lambda s: -s.slot)
+    while queue:
+        spec = queue.pop(0)
         cat = spec.category
         on_table = spec.slot >= 0 and tables[spec.slot] is not None
         if spec.slot >= 0 and not on_table and cat.floor_weight <= 0:
             continue  # its table could not be placed and it does not stand on floors
         size = _sample_size(rng, cat)
+        placed_ok = False
         for attempt in range(60):
             if attempt and attempt % 15 == 0:
                 size = _sample_size(rng, cat)
@@ -626,14 +634,17 @@ def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
             if not _visible_enough(proj, center, size[2]):
                 continue
             obj = PlacedObject(0, cat.name, spec.color, PALETTE[spec.color], cat.shape,
-                               (rect.x, rect.y, _r4(z0 + size[2] / 2)), size, oyaw, support,
+                               (rect.x, rect.y, z0 + size[2] / 2), size, oyaw, support,
                                _item_primitives(cat, rect.x, rect.y, z0, size, math.radians(oyaw)))
             if on_table:
                 table_items.setdefault(spec.slot, []).append(rect)
             else:
                 footprints.append(rect)
             placed.append(obj)
+            placed_ok = True
             break
+        if not placed_ok and on_table and cat.floor_weight > 0:
+            queue.append(_Spec(cat, spec.color, -1))
 
     # Ids: a random permutation of 1..N (so that tables are not always the first ids).
     ids = rng.permutation(len(placed)) + 1
