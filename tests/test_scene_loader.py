@@ -135,9 +135,6 @@ def test_instances_8bit_accepted(scene):
     np.testing.assert_array_equal(s.instances, inst)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scene_folder._load_uint16_png converts palette ('P') "
-                                       "instances.png to luminance ('L') instead of reading the palette "
-                                       "indices, so instance ids are replaced by grey levels")
 def test_instances_palette_png_keeps_ids(scene):
     inst = np.asarray(Image.open(scene / "instances.png")).astype(np.uint8)
     p = Image.fromarray(inst, "P")

@@ -110,7 +110,7 @@ def _load_uint16_png(path: Path, what: str) -> np.ndarray:
             raise _fail(path, f"{what} values outside uint16 range")
         return arr.astype(np.uint16)
     if img.mode in ("L", "P") and what == "instances":
-        return np.asarray(img.convert("L") if img.mode == "P" else img).astype(np.uint16)
+        return np.asarray(img).astype(np.uint16)  # palette images: the indices are the ids
     if what == "depth":
         raise _fail(path, f"depth must be a 16-bit PNG of millimetres, got mode {img.mode}")
     raise _fail(path, f"{what} must be a single-channel 16-bit (or 8-bit) PNG, got mode {img.mode}")

@@ -154,6 +154,17 @@ def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateCo
     state_dir = out_dir / "_state"
     fp = cfg.fingerprint()
     n_shards = math.ceil(len(folders) / cfg.shard_size)
+    run_info = {"fingerprint": fp, "n_shards": n_shards, "scene_ids": [f.name for f in folders]}
+    run_path = state_dir / "run.json"
+    if run_path.is_file():
+        if json.loads(run_path.read_text()) != run_info:
+            raise SpatialForgeError(
+                f"{out_dir}: holds output of a different configuration or scene list; "
+                "use a new --out or --overwrite")
+    elif any((out_dir / "data").glob("*.parquet")):
+        raise SpatialForgeError(f"{out_dir}: data/ already holds Parquet shards from another run; "
+                                "use a new --out or --overwrite")
+    atomic_write_json(run_path, run_info)
     start = time.perf_counter()
     states: list[dict[str, Any]] = []
     resumed = 0

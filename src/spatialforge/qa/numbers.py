@@ -53,7 +53,7 @@ def _unit(amount: float, singular: str, plural: str) -> str:
 def _metric(metres: float) -> tuple[float, str]:
     if metres < 0.01:
         mm = max(round_sig(metres * 1000, 1), 1.0)
-        return mm, f"{_fmt(mm)} {_unit(mm, 'millimetre', 'millimetres')}"
+        return mm / 1000, f"{_fmt(mm)} {_unit(mm, 'millimetre', 'millimetres')}"
     cm = round_sig(metres * 100, 2) if metres >= 0.1 else float(round(metres * 100))
     if cm < 100:
         return cm / 100, f"{_fmt(cm)} {_unit(cm, 'centimetre', 'centimetres')}"
