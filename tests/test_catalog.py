@@ -33,7 +33,8 @@ def obj(oid: int, x: float, y: float, z: float = 0.5, *, w: float = 0.3, d: floa
     return SceneObject(
         id=oid, caption=caption, box=Box3D(c, np.array([w, d, h]), 0.0), aabb_min=c - half, aabb_max=c + half,
         width=max(w, d), depth=min(w, d), height=h, camera_distance=float(np.linalg.norm(c - CAM)),
-        n_points=500, pixel_count=400, image_centroid=(CX + FX * x / y if u is None else u, CY - FX * (z - 1.5) / y),
+        n_points=500, pixel_count=400,
+        image_centroid=(CX + FX * x / y if u is None else u, CY - FX * (z - 1.5) / y),
         image_bbox=(0, 0, 10, 10), truncated=False, occluded_fraction=0.0, size_reliable=True,
         footprint_reliable=True,
     )
@@ -50,9 +51,11 @@ def fields(template: str) -> set[str]:
 # ---------------------------------------------------------------- the catalogue's shape
 
 REQUIRED = {
-    **{t: "quantitative" for t in ("distance", "horizontal_distance", "vertical_distance", "width", "height")},
-    **{f"{n}_predicate": "yes_no" for n in ("left", "right", "above", "below", "behind", "front", "tall", "short",
-                                             "wide", "thin", "big", "small")},
+    **{t: "quantitative"
+       for t in ("distance", "horizontal_distance", "vertical_distance", "width", "height")},
+    **{f"{n}_predicate": "yes_no"
+       for n in ("left", "right", "above", "below", "behind", "front", "tall", "short", "wide", "thin", "big",
+                 "small")},
     **{f"{n}_choice": "choice" for n in ("left", "right", "above", "below", "tall", "short", "close", "far")},
 }
 
@@ -91,7 +94,7 @@ def test_get_type():
 
 
 def test_footprint_types_flagged():
-    assert FOOTPRINT_TYPES <= set(CATALOG)
+    assert set(CATALOG) >= FOOTPRINT_TYPES
     for tid, t in CATALOG.items():
         assert t.needs_footprint == (tid in FOOTPRINT_TYPES), tid
     assert {"width", "depth", "wide_predicate", "big_choice"} <= FOOTPRINT_TYPES

@@ -164,9 +164,11 @@ def test_metric_hedge_examples(metres, hedge):
         assert got == hedge
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: numbers._metric returns the millimetre count, not metres, as the "
-                                       "said value below 1 cm, so the hedge is always 'just under'")
-@pytest.mark.parametrize(("metres", "hedge"), [(0.004, "neutral"), (0.0045, "a bit over"), (0.007, "neutral")])
+# Regression: _metric once returned the millimetre count instead of metres as the said value, so every
+# length under 1 cm was hedged "just under".
+@pytest.mark.parametrize(("metres", "hedge"), [
+    (0.004, "neutral"), (0.0045, "a bit over"), (0.007, "neutral"), (0.0035, "just under"),
+])
 def test_millimetre_hedge_agrees_with_rounding(metres, hedge):
     got = parse(say_length(metres, "metric", rng()))[0]
     if hedge == "neutral":
@@ -294,7 +296,9 @@ def test_say_ratio_has_no_times_and_rounds_to_halves_below_10():
             assert ratio < said
 
 
-@pytest.mark.parametrize(("ratio", "number"), [(2.3, "2.5"), (2.0, "2"), (1.7, "1.5"), (3.8, "4"), (25.0, "25")])
+@pytest.mark.parametrize(("ratio", "number"), [
+    (2.3, "2.5"), (2.0, "2"), (1.7, "1.5"), (3.8, "4"), (25.0, "25"),
+])
 def test_say_ratio_examples(ratio, number):
     assert say_ratio(ratio, rng()).split()[-1] == number
 

@@ -46,7 +46,8 @@ def objects(flags: dict[int, dict] | None = None) -> list[SceneObject]:
     return [dataclasses.replace(o, **(flags or {}).get(o.id, {})) for o in objs]
 
 
-def graph(scene_id: str = "scene", source: str = "plane", objs: list[SceneObject] | None = None) -> SceneGraph:
+def graph(scene_id: str = "scene", source: str = "plane",
+          objs: list[SceneObject] | None = None) -> SceneGraph:
     grav = Gravity(source=source, R=np.eye(3), t=np.array([0.0, 0.0, 1.5]),
                    camera_height=1.5 if source == "plane" else None)
     return SceneGraph(scene_id=scene_id, intrinsics=INTR, gravity=grav,
@@ -276,5 +277,27 @@ def test_config_valid_and_units():
     cfg = QAConfig(units="imperial", types=("distance",), qa_per_image=5)
     assert [t.id for t in cfg.enabled_types()] == ["distance"]
     res = generate_qa(graph(), cfg)
-    assert res.qa and all(("feet" in qa.answer or "inch" in qa.answer or "foot" in qa.answer) for qa in res.qa)
+    assert res.qa
+    assert all(any(w in qa.answer for w in ("feet", "foot", "inch")) for qa in res.qa)
     assert QAConfig().to_dict()["types"] is None
+
+
+# ---------------------------------------------------------------- documented defaults
+
+def test_eval_context_defaults_match_config():
+    ctx = QAConfig().context()
+    assert (ctx.margin_m, ctx.margin_rel, ctx.min_length_m) == (0.10, 0.15, 0.05)
+    from spatialforge.qa.catalog import EvalContext
+    assert EvalContext() == ctx
+
+
+def test_documented_tie_margin_matches_qaconfig():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "conventions.md").read_text()
+    m = re.search(r"defaults: (\d+(?:\.\d+)?) m for positions and distances, (\d+(?:\.\d+)?) % for sizes", doc)
+    assert m, "the tie margin default is no longer documented in docs/conventions.md"
+    cfg = QAConfig()
+    assert float(m.group(1)) == pytest.approx(cfg.margin_m)
+    assert float(m.group(2)) / 100 == pytest.approx(cfg.margin_rel)

@@ -27,7 +27,8 @@ def obj(oid: int, caption: str, x: float, y: float, z: float = 0.5, *, w: float 
 
 
 def resolve(objects, seed=0, margin=0.1, vertical_ok=True):
-    return resolve_references(objects, margin=margin, vertical_ok=vertical_ok, rng=np.random.default_rng(seed))
+    return resolve_references(objects, margin=margin, vertical_ok=vertical_ok,
+                              rng=np.random.default_rng(seed))
 
 
 # ---------------------------------------------------------------- head nouns and collisions
@@ -166,8 +167,7 @@ def test_vertical_qualifiers_never_used_without_vertical():
     rng = np.random.default_rng(5)
     for trial in range(60):
         n = int(rng.integers(2, 5))
-        objs = [obj(i + 1, "box", float(rng.uniform(-2, 2)), float(rng.uniform(1, 5)), float(rng.uniform(0, 2)))
-                for i in range(n)]
+        objs = [obj(i + 1, "box", *(float(v) for v in rng.uniform([-2, 1, 0], [2, 5, 2]))) for i in range(n)]
         refs = resolve(objs, seed=trial, vertical_ok=False)
         for r in refs.values():
             assert "higher" not in r.text and "lower" not in r.text
@@ -188,8 +188,8 @@ def test_references_are_unique_in_random_scenes():
 
 
 def test_references_are_deterministic_for_a_seed():
-    objs = [obj(1, "red box", -0.8, 1.5, 0.3), obj(2, "red box", 0.8, 4.0, 1.2), obj(3, "red box", 0.0, 2.5, 0.7),
-            obj(4, "cup", 0.3, 2.0)]
+    objs = [obj(1, "red box", -0.8, 1.5, 0.3), obj(2, "red box", 0.8, 4.0, 1.2),
+            obj(3, "red box", 0.0, 2.5, 0.7), obj(4, "cup", 0.3, 2.0)]
     first = resolve(objs, seed=42)
     assert resolve(objs, seed=42) == first
     texts = {tuple(sorted((k, r.text) for k, r in resolve(objs, seed=s).items())) for s in range(30)}

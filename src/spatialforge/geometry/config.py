@@ -17,14 +17,15 @@ class GeometryConfig:
     # Support plane (RANSAC restricted to plausible orientations)
     max_tilt_deg: float = 60.0
     min_camera_height: float = 0.2
-    ransac_hypotheses: int = 256
-    ransac_points: int = 2000
+    ransac_hypotheses: int = 200
+    ransac_points: int = 1500
     plane_threshold_m: float = 0.015
     min_inlier_fraction: float = 0.02
     min_inliers: int = 200
     normal_tolerance_deg: float = 30.0
     # Objects
     min_points: int = 40
+    max_object_points: int = 4000
     min_points_for_size: int = 150
     erode_pixels: int = 1
     max_occluded_fraction: float = 0.15
@@ -44,6 +45,7 @@ class GeometryConfig:
             "min_inliers": self.min_inliers >= 3,
             "normal_tolerance_deg": 0 < self.normal_tolerance_deg < 90,
             "min_points": self.min_points >= 4,
+            "max_object_points": self.max_object_points >= 100,
             "min_points_for_size": self.min_points_for_size >= self.min_points,
             "erode_pixels": self.erode_pixels >= 0,
             "max_occluded_fraction": 0 <= self.max_occluded_fraction <= 1,

@@ -27,7 +27,7 @@ class ObjectPoints:
 
 
 def main_cluster(points: np.ndarray, voxel: float, *, min_share: float = 0.02, max_gap: float = 0.05,
-                 max_cells: int = 200_000) -> np.ndarray:
+                 max_cells: int = 50_000) -> np.ndarray:
     """Boolean mask of the points that form the object's body.
 
     Points are grouped into 26-connected voxel clusters. The largest cluster is kept, and so is
