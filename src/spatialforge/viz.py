@@ -33,17 +33,17 @@ def render_scene_graph(scene: RGBDScene, graph: SceneGraph, map_size: int | None
     top = Image.new("RGB", (size, size), (245, 245, 245))
     tdraw = ImageDraw.Draw(top)
     objs = graph.objects
-    extent = max([3.0] + [abs(float(v)) + 0.5 for o in objs for v in o.center[:2]])
-    scale = (size - 20) / (2 * extent)
+    x_half = max([1.0] + [abs(float(o.center[0])) + 0.6 for o in objs])
+    y_far = max([2.0] + [float(o.center[1]) + 0.6 for o in objs])
+    scale = (size - 20) / max(2 * x_half, y_far)
 
     def to_map(x: float, y: float) -> tuple[float, float]:
         return size / 2 + x * scale, size - 10 - y * scale
 
-    # grid every metre and the camera
-    for m in range(-int(extent), int(extent) + 1):
+    for m in range(-int(x_half) - 1, int(x_half) + 2):  # 1 m grid
         x0, _ = to_map(m, 0)
         tdraw.line([(x0, 0), (x0, size)], fill=(225, 225, 225))
-    for m in range(-int(extent), int(extent * 2) + 1):
+    for m in range(0, int(y_far) + 2):
         _, y0 = to_map(0, m)
         tdraw.line([(0, y0), (size, y0)], fill=(225, 225, 225))
     cx, cy = to_map(0, 0)

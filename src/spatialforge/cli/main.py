@@ -193,14 +193,19 @@ def _cmd_demo(args) -> int:
     print("[3/3] summary")
     _print_summary(manifest, dataset)
     print(f"\n{args.samples} sample QA pairs:")
-    shown = 0
+    by_kind: dict[str, list[tuple[str, dict]]] = {}
     for row in iter_rows(dataset, columns=["scene_id", "qa"]):
-        for qa in row["qa"][:2]:
-            print(f"  [{row['scene_id']} | {qa['type']}] Q: {qa['question']}\n      A: {qa['answer']}  "
-                  f"(value={qa['value']:.4g} {qa['unit']})")
-            shown += 1
-            if shown >= args.samples:
-                return 0
+        for qa in row["qa"]:
+            by_kind.setdefault(qa["kind"], []).append((row["scene_id"], qa))
+    picked = []
+    while len(picked) < args.samples and any(by_kind.values()):
+        for items in by_kind.values():  # round-robin over kinds, one scene after another
+            if items and len(picked) < args.samples:
+                picked.append(items.pop(0 if len(picked) % 2 else len(items) // 2))
+    for scene_id, qa in picked:
+        value = qa["value"] if qa["kind"] != "yes_no" else bool(qa["value"])
+        print(f"  [{scene_id} | {qa['type']}] Q: {qa['question']}\n      A: {qa['answer']}  "
+              f"(value={value:.4g} {qa['unit']}, subjects={qa['subjects']})")
     return 0
 
 
