@@ -84,7 +84,7 @@ def test_ceiling_is_not_a_floor():
 
 
 def test_pitch_and_roll_read_back():
-    scene, up = _scene(30.0, 10.0)
+    scene, _up = _scene(30.0, 10.0)
     g = estimate_gravity(scene_points(scene), GeometryConfig())
     pitch, roll = g.camera_pitch_roll_deg()
     assert pitch == pytest.approx(30.0, abs=0.5)

@@ -296,7 +296,7 @@ def test_different_shard_size_into_same_out_raises(run, scenes, tmp_path):
 
 
 def test_added_scene_does_not_leave_stale_shards(run, scenes, tmp_path):
-    src, m1 = run
+    src, _m1 = run
     out = tmp_path / "grown"
     shutil.copytree(src, out)
     more = tmp_path / "more_scenes"

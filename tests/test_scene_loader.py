@@ -81,7 +81,9 @@ def test_missing_image(scene):
 def test_both_png_and_jpg_image(scene):
     Image.open(scene / "image.png").convert("RGB").save(scene / "image.jpg")
     _fails(scene, "image.jpg", "ambiguous image", "bad_format")
-    msg = str(pytest.raises(SceneFormatError, load_scene, scene).value)
+    with pytest.raises(SceneFormatError) as info:
+        load_scene(scene)
+    msg = str(info.value)
     assert "image.png" in msg
 
 
@@ -139,7 +141,7 @@ def test_instances_palette_png_keeps_ids(scene):
     inst = np.asarray(Image.open(scene / "instances.png")).astype(np.uint8)
     p = Image.fromarray(inst, "P")
     rng = np.random.default_rng(0)
-    p.putpalette([0, 0, 0] + rng.integers(0, 256, 255 * 3).tolist())
+    p.putpalette([0, 0, 0, *rng.integers(0, 256, 255 * 3).tolist()])
     p.save(scene / "instances.png")
     assert Image.open(scene / "instances.png").mode == "P"
     s = load_scene(scene)

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", type=Path, default=None, help="destination folder (default OUT_DIR/export-<format>)")
     p = sub.add_parser("demo", help="synthesise scenes, generate a dataset, print a summary (offline)",
                        description="The main job on built-in synthetic scenes: synth -> generate -> summary.")
-    p.add_argument("--out", type=Path, default=Path("spatialforge-demo"), help="work folder (default ./spatialforge-demo)")
+    p.add_argument("--out", type=Path, default=Path("spatialforge-demo"),
+                   help="work folder (default ./spatialforge-demo)")
     p.add_argument("--n", type=int, default=24, help="number of synthetic scenes (default 24)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=8, help="QA samples to print (default 8)")

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from spatialforge.core.types import Box3D, Gravity, RGBDScene, SceneGraph, SceneObject, SkippedObject
-from spatialforge.geometry.backproject import backproject, pixel_rays
+from spatialforge.geometry.backproject import pixel_rays
 from spatialforge.geometry.config import GeometryConfig
 from spatialforge.geometry.gravity import estimate_gravity, grid_normals
 from spatialforge.geometry.noise import estimate_depth_noise, smooth_masked
