@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from spatialforge.core.types import RGBDScene, SceneGraph
 
-__all__ = ["project_points", "render_scene_graph"]
+__all__ = ["colorize_depth", "project_points", "render_depth", "render_overlay", "render_scene_graph"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
@@ -70,3 +70,65 @@ def render_scene_graph(scene: RGBDScene, graph: SceneGraph, map_size: int | None
     out.paste(img, (0, 0))
     out.paste(top, (img.width, 0))
     return out
+
+
+# Perceptually ordered colour ramp (dark blue -> teal -> yellow), anchors interpolated linearly.
+_RAMP = np.array([[48, 18, 59], [70, 107, 227], [40, 187, 236], [49, 242, 153], [162, 252, 60],
+                  [237, 208, 58], [251, 128, 34], [208, 47, 5], [122, 4, 3]], dtype=np.float64)
+
+
+def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a depth map (near = dark blue, far = red); invalid pixels black."""
+    valid = depth > 0
+    if not valid.any():
+        return np.zeros((*depth.shape, 3), np.uint8)
+    lo = float(np.percentile(depth[valid], 1)) if lo is None else lo
+    hi = float(np.percentile(depth[valid], 99)) if hi is None else hi
+    t = np.clip((depth - lo) / max(hi - lo, 1e-6), 0, 1) * (len(_RAMP) - 1)
+    i = np.minimum(t.astype(int), len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    rgb = _RAMP[i] * (1 - f) + _RAMP[i + 1] * f
+    rgb[~valid] = 0
+    return rgb.astype(np.uint8)
+
+
+def render_depth(depth: np.ndarray, title: str = "") -> Image.Image:
+    """Colour-mapped depth with a scale bar labelled in metres."""
+    valid = depth > 0
+    lo = float(np.percentile(depth[valid], 1)) if valid.any() else 0.0
+    hi = float(np.percentile(depth[valid], 99)) if valid.any() else 1.0
+    img = Image.fromarray(colorize_depth(depth, lo, hi))
+    out = Image.new("RGB", (img.width, img.height + 28), (255, 255, 255))
+    out.paste(img, (0, 0))
+    bar = colorize_depth(np.tile(np.linspace(lo, hi, 256)[None, :], (10, 1)), lo, hi)
+    bar_img = Image.fromarray(bar).resize((max(img.width // 2, 64), 10))
+    out.paste(bar_img, (60, img.height + 4))
+    d = ImageDraw.Draw(out)
+    d.text((4, img.height + 2), f"{lo:.2f} m", fill=(0, 0, 0))
+    d.text((64 + bar_img.width, img.height + 2), f"{hi:.2f} m   {title}", fill=(0, 0, 0))
+    return out
+
+
+def render_overlay(scene: RGBDScene, alpha: float = 0.45) -> Image.Image:
+    """The image with each instance mask tinted, its outline drawn and its id + caption written."""
+    base = scene.image.astype(np.float64)
+    tint = np.zeros_like(base)
+    weight = np.zeros(scene.instances.shape, dtype=np.float64)
+    for i, obj in enumerate(scene.objects):
+        m = scene.instances == obj.id
+        tint[m] = _PALETTE[i % len(_PALETTE)]
+        weight[m] = alpha
+    mixed = base * (1 - weight[..., None]) + tint * weight[..., None]
+    img = Image.fromarray(mixed.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for i, obj in enumerate(scene.objects):
+        rr, cc = np.nonzero(scene.instances == obj.id)
+        if len(rr) == 0:
+            continue
+        color = _PALETTE[i % len(_PALETTE)]
+        draw.rectangle([int(cc.min()), int(rr.min()), int(cc.max()), int(rr.max())], outline=color, width=2)
+        label = f"{obj.id}: {obj.caption}" + (f" [group {obj.group}]" if obj.group is not None else "")
+        x, y = int(cc.min()) + 2, max(int(rr.min()) - 12, 0)
+        draw.text((x + 1, y + 1), label, fill=(0, 0, 0))
+        draw.text((x, y), label, fill=color)
+    return img

@@ -37,7 +37,8 @@ def _add_synth(sub) -> None:
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="scene folders -> 3D scene graphs -> spatial QA dataset",
                        description="Generate the spatial VQA dataset from a folder of scene folders.")
-    p.add_argument("scenes_dir", type=Path, help="folder of scene folders (see docs/formats.md)")
+    p.add_argument("scenes_dir", type=Path, nargs="?", default=None,
+                   help="a folder of RGB-D scene folders, or a folder of photos (jpg/png/webp)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--qa-per-image", type=int, default=10)
@@ -53,6 +54,33 @@ def _add_generate(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete OUT first instead of resuming")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("photos (perception stages; need `pip install 'spatialforge[models]'`)")
+    g.add_argument("--hf-dataset", default=None, help="a Hugging Face dataset name or local path instead of a folder")
+    g.add_argument("--split", default="train")
+    g.add_argument("--image-column", default="image")
+    g.add_argument("--limit", type=int, default=None, help="process at most N images")
+    for stage, default, choices in (("filter", "clip", "clip, none"),
+                                    ("detector", "grounding-dino", "grounding-dino, owlv2"),
+                                    ("captioner", "florence2", "florence2, label"),
+                                    ("segmenter", "sam2", "sam2, sam, box"),
+                                    ("depth", "depth-anything-v2", "depth-anything-v2, depth-pro"),
+                                    ("embedder", "clip", "clip, none")):
+        g.add_argument(f"--{stage}", default=default, help=f"{stage} backend: {choices} (default {default})")
+        g.add_argument(f"--{stage}-model", default=None, help=f"model id or local folder for the {stage}")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps (default auto)")
+    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--low-memory", action="store_true", help="load one model at a time and release it after use")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--focal-length", type=float, default=None, help="focal length in pixels for every photo")
+    g.add_argument("--assume-hfov", default="60",
+                   help="horizontal FOV (deg) assumed when neither the user, EXIF nor the depth model gives "
+                        "intrinsics; 'none' rejects such photos (default 60)")
+    g.add_argument("--score-threshold", type=float, default=0.3, help="detection score threshold (default 0.3)")
+    g.add_argument("--caption-similarity", type=float, default=0.92,
+                   help="CLIP text cosine above which two captions count as the same thing (default 0.92)")
+    g.add_argument("--drop-ambiguous", action="store_true",
+                   help="drop near-duplicate captions instead of disambiguating them spatially")
+    g.add_argument("--vocabulary", type=Path, default=None, help="text file of detection tags, one per line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=8, help="QA samples to print (default 8)")
     p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("inspect", help="pictures of one processed scene: masks + captions, and depth",
+                       description="Render a mask/caption overlay and a depth picture of one scene.")
+    p.add_argument("out_dir", type=Path, help="output folder of `generate` on photos, or a folder of scenes")
+    p.add_argument("scene_id", help="the scene id (image file stem)")
+    p.add_argument("--dest", type=Path, default=None, help="where to write the PNGs (default OUT_DIR/inspect)")
     p = sub.add_parser("show", help="draw a picture of a scene's 3D scene graph",
                        description="Render boxes, captions and a top-down map of one scene to a PNG.")
     p.add_argument("scene_dir", type=Path, help="a scene folder")
@@ -139,13 +172,57 @@ def _print_summary(manifest: dict, out: Path) -> None:
     print(f"time: {t['wall']:.2f} s wall; written to {out}")
 
 
+def _is_photo_folder(folder: Path) -> bool:
+    from spatialforge.io.scene_folder import find_scene_dirs
+    from spatialforge.perception.image_io import list_image_files
+
+    if not folder.is_dir():
+        return False
+    has_scenes = any((d / "objects.json").exists() for d in find_scene_dirs(folder))
+    return not has_scenes and bool(list_image_files(folder))
+
+
+def _perception_config(args):
+    from spatialforge.perception.config import PerceptionConfig, StageSpec
+    from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
+
+    vocab = DEFAULT_VOCABULARY
+    if args.vocabulary is not None:
+        try:
+            vocab = tuple(w.strip() for w in args.vocabulary.read_text().splitlines() if w.strip())
+        except OSError as exc:
+            raise SpatialForgeError(f"{args.vocabulary}: cannot read vocabulary ({exc})") from exc
+    hfov = None if str(args.assume_hfov).lower() == "none" else float(args.assume_hfov)
+    specs = {s: StageSpec(getattr(args, s), getattr(args, f"{s}_model")) for s in
+             ("filter", "detector", "captioner", "segmenter", "depth", "embedder")}
+    return PerceptionConfig(**specs, device=args.device, dtype=args.dtype, low_memory=args.low_memory,
+                            batch_size=args.batch_size, vocabulary=vocab, score_threshold=args.score_threshold,
+                            caption_similarity=args.caption_similarity,
+                            ambiguity="drop" if args.drop_ambiguous else "group",
+                            focal_length_px=args.focal_length, assumed_hfov_deg=hfov)
+
+
 def _cmd_generate(args) -> int:
     from spatialforge.pipeline import run_generate
 
     cfg = _generate_config(args)
+    if args.scenes_dir is None and args.hf_dataset is None:
+        raise SpatialForgeError("give a folder (RGB-D scenes or photos) or --hf-dataset NAME")
     if args.overwrite and args.out.exists():
         shutil.rmtree(args.out)
-    manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
+    if args.hf_dataset is not None or _is_photo_folder(args.scenes_dir):
+        from spatialforge.perception.pipeline import PerceptionPipeline
+        from spatialforge.pipeline.photos import PhotoSource, run_photos
+
+        source = PhotoSource(folder=None if args.hf_dataset else args.scenes_dir, hf_dataset=args.hf_dataset,
+                             split=args.split, image_column=args.image_column, limit=args.limit)
+        pipeline = PerceptionPipeline.from_config(_perception_config(args))
+        manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress)
+        p = manifest["perception"]
+        print(f"perception: {p['images']} images, {p['ok']} scenes, {p['filtered']} filtered, "
+              f"{p['failed']} failed {p['failed_by_reason']}; intrinsics {p['intrinsics_sources']}")
+    else:
+        manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
     _print_summary(manifest, args.out)
     return 0
 
@@ -210,6 +287,26 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    from spatialforge.io.scene_folder import load_scene
+    from spatialforge.viz import render_depth, render_overlay
+
+    folder = args.out_dir / "scenes" / args.scene_id
+    if not folder.is_dir():
+        folder = args.out_dir / args.scene_id
+    if not folder.is_dir():
+        raise SpatialForgeError(f"{args.out_dir}: no scene {args.scene_id!r} (looked in scenes/ and the folder itself)")
+    scene = load_scene(folder)
+    dest = args.dest or args.out_dir / "inspect"
+    dest.mkdir(parents=True, exist_ok=True)
+    overlay, depth = dest / f"{args.scene_id}_overlay.png", dest / f"{args.scene_id}_depth.png"
+    render_overlay(scene).save(overlay)
+    model = scene.provenance.get("depth_model", scene.provenance.get("depth_file", ""))
+    render_depth(scene.depth, title=f"depth: {model}").save(depth)
+    print(f"wrote {overlay}\nwrote {depth}")
+    return 0
+
+
 def _cmd_show(args) -> int:
     from spatialforge.geometry import build_scene_graph
     from spatialforge.io.scene_folder import load_scene
@@ -224,7 +321,7 @@ def _cmd_show(args) -> int:
 
 
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
-             "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show}
+             "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

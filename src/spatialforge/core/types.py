@@ -76,10 +76,16 @@ class CameraIntrinsics:
 
 @dataclass(frozen=True)
 class ObjectAnnotation:
-    """An instance id in ``instances`` and its caption (e.g. ``"red mug"``)."""
+    """An instance id in ``instances`` and its caption (e.g. ``"red mug"``).
+
+    ``group``: optional ambiguity group. Objects sharing a group are treated as colliding captions
+    by the QA engine (referred to by spatial qualifiers), e.g. "sofa" and "couch" found similar
+    by CLIP text embeddings.
+    """
 
     id: int
     caption: str
+    group: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.id, bool) or int(self.id) != self.id or not 0 < int(self.id) < 65536:
@@ -88,6 +94,8 @@ class ObjectAnnotation:
             raise ValueError(f"object {self.id}: caption must be a non-empty string, got {self.caption!r}")
         object.__setattr__(self, "id", int(self.id))
         object.__setattr__(self, "caption", " ".join(self.caption.split()))
+        if self.group is not None and (isinstance(self.group, bool) or int(self.group) != self.group):
+            raise ValueError(f"object {self.id}: ambiguity_group must be an integer, got {self.group!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,6 +256,7 @@ class SceneObject:
     size_reliable: bool
     footprint_reliable: bool = False
     top_elevation_deg: float = 0.0
+    group: int | None = None
 
     @property
     def center(self) -> np.ndarray:
@@ -280,6 +289,7 @@ class SceneObject:
             "size_reliable": self.size_reliable,
             "footprint_reliable": self.footprint_reliable,
             "top_elevation_deg": round(self.top_elevation_deg, 2),
+            "ambiguity_group": self.group,
         }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
@@ -175,7 +176,10 @@ def build_scene_graph(scene: RGBDScene, config: GeometryConfig | None = None) ->
             skipped.append(SkippedObject(ann.id, ann.caption, "not_visible", "no pixels in instances.png"))
             continue
         result = _measure(scene, gravity, ann.id, ann.caption, sl, noise, cfg, rays)
-        (objects if isinstance(result, SceneObject) else skipped).append(result)
+        if isinstance(result, SceneObject):
+            objects.append(replace(result, group=ann.group) if ann.group is not None else result)
+        else:
+            skipped.append(result)
     return SceneGraph(
         scene_id=scene.scene_id,
         intrinsics=scene.intrinsics,

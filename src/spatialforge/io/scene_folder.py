@@ -168,7 +168,7 @@ def _load_objects(path: Path) -> tuple[ObjectAnnotation, ...]:
         if not isinstance(entry, dict) or "id" not in entry or "caption" not in entry:
             raise _fail(path, f"entry {i} must be an object with 'id' and 'caption', got {entry!r}")
         try:
-            ann = ObjectAnnotation(id=entry["id"], caption=entry["caption"])
+            ann = ObjectAnnotation(id=entry["id"], caption=entry["caption"], group=entry.get("ambiguity_group"))
         except (TypeError, ValueError) as exc:
             raise _fail(path, f"entry {i}: {exc}") from exc
         if ann.id in seen:
@@ -231,6 +231,13 @@ def load_scene(folder: str | os.PathLike[str], scene_id: str | None = None) -> R
         raise _fail(folder / "objects.json",
                     f"instance id(s) {shown} in instances.png have no caption", "uncaptioned_instance")
 
+    provenance: dict[str, Any] = {"source": "rgbd_folder", "depth_file": depth_path.name, "intrinsics": "camera.json"}
+    prov_path = folder / "provenance.json"
+    if prov_path.is_file():  # written by the perception stages: which models made depth, masks, captions
+        extra = _read_json(prov_path)
+        if not isinstance(extra, dict):
+            raise _fail(prov_path, f"expected a JSON object, got {type(extra).__name__}")
+        provenance.update(extra)
     return RGBDScene(
         scene_id=scene_id or folder.name,
         image=image,
@@ -238,7 +245,7 @@ def load_scene(folder: str | os.PathLike[str], scene_id: str | None = None) -> R
         instances=instances.astype(np.int32),
         intrinsics=intrinsics,
         objects=objects,
-        provenance={"source": "rgbd_folder", "depth_file": depth_path.name, "intrinsics": "camera.json"},
+        provenance=provenance,
     )
 
 
@@ -262,7 +269,9 @@ def save_scene(scene: RGBDScene, out_root: str | os.PathLike[str], depth_format:
         Image.fromarray(scene.instances.astype(np.uint16)).save(tmp / "instances.png")
         (tmp / "camera.json").write_text(json.dumps(scene.intrinsics.to_dict(), indent=2))
         (tmp / "objects.json").write_text(
-            json.dumps([{"id": o.id, "caption": o.caption} for o in scene.objects], indent=2))
+            json.dumps([{"id": o.id, "caption": o.caption}
+                        | ({"ambiguity_group": o.group} if o.group is not None else {})
+                        for o in scene.objects], indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

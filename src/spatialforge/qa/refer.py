@@ -1,8 +1,9 @@
 """Ambiguity resolution: a unique referring expression for every object, or none.
 
 Two captions *collide* when they are identical (ignoring case and articles), when one's words
-contain the other's ("mug" / "red mug"), or when they share a category (head noun: "red mug" /
-"blue mug"). Colliding objects form groups (transitively). An object alone in its group is "the
+contain the other's ("mug" / "red mug"), when they share a category (head noun: "red mug" /
+"blue mug"), or when the objects share an ``ambiguity_group`` (set by the perception stage from
+CLIP text similarity, e.g. "sofa" / "couch"). Colliding objects form groups (transitively). An object alone in its group is "the
 <caption>". In a group, an object is referred to by a spatial qualifier that is unique within its
 group beyond the tie margin ("the red box on the left", "the leftmost red box", "the nearest red
 box", "the highest red box"); an object with no unique qualifier is not referable and no question
@@ -95,7 +96,8 @@ def _groups(objects: Sequence[SceneObject]) -> list[int]:
 
     for i in range(len(objects)):
         for j in range(i + 1, len(objects)):
-            if captions_collide(objects[i].caption, objects[j].caption):
+            same_group = objects[i].group is not None and objects[i].group == objects[j].group
+            if same_group or captions_collide(objects[i].caption, objects[j].caption):
                 parent[find(i)] = find(j)
     return [find(i) for i in range(len(objects))]
 

@@ -1,0 +1,106 @@
+"""Numpy-only backends that ship with the library: pass-through choices and test doubles.
+
+``KeepAllFilter`` keeps every image; ``LabelCaptioner`` uses the detector's prompt label as the
+caption; ``BoxSegmenter`` fills each box; ``NoTextEmbedder`` disables CLIP caption comparison.
+``GivenDetector`` and ``GivenDepth`` return what a callable gives them, for tests and for users who
+bring their own detections or depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from spatialforge.perception.types import DepthPrediction, Detections, FilterDecision, MaskSet
+
+__all__ = ["BoxSegmenter", "GivenDepth", "GivenDetector", "KeepAllFilter", "LabelCaptioner", "NoTextEmbedder"]
+
+
+class _NoModel:
+    model_id = "none"
+
+    def load(self) -> None:
+        return None
+
+    def unload(self) -> None:
+        return None
+
+
+class KeepAllFilter(_NoModel):
+    name = "none"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[FilterDecision]:
+        return [FilterDecision(True, "unfiltered", {}, "none") for _ in images]
+
+    def tags(self, images: Sequence[np.ndarray], vocabulary: Sequence[str], top_k: int) -> list[list[str]]:
+        return [list(vocabulary) for _ in images]
+
+
+class NoTextEmbedder(_NoModel):
+    name = "none"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        return np.zeros((len(texts), 0), np.float32)
+
+
+class LabelCaptioner(_NoModel):
+    name = "label"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def __call__(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[tuple[str, ...]]:
+        return [tuple(d.labels) for d in detections]
+
+
+class BoxSegmenter(_NoModel):
+    name = "box"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def __call__(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[MaskSet]:
+        out = []
+        for img, b in zip(images, boxes, strict=True):
+            h, w = img.shape[:2]
+            masks = np.zeros((len(b), h, w), dtype=bool)
+            for i, (x0, y0, x1, y1) in enumerate(np.asarray(b).reshape(-1, 4)):
+                masks[i, max(int(np.floor(y0)), 0):int(np.ceil(y1)), max(int(np.floor(x0)), 0):int(np.ceil(x1))] = True
+            out.append(MaskSet(masks, np.ones(len(b), np.float32)))
+        return out
+
+
+class GivenDetector(_NoModel):
+    """Detections from ``fn(image_index_in_call, image, prompts) -> Detections``."""
+
+    name = "given"
+
+    def __init__(self, fn: Callable[[np.ndarray, Sequence[str]], Detections]) -> None:
+        self.fn = fn
+
+    def __call__(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[str]]) -> list[Detections]:
+        return [self.fn(img, p) for img, p in zip(images, prompts, strict=True)]
+
+
+class GivenDepth(_NoModel):
+    """Depth from ``fn(image) -> (depth, hfov_deg | None)``."""
+
+    name = "given"
+
+    def __init__(self, fn: Callable[[np.ndarray], tuple[np.ndarray, float | None]], model_id: str = "given") -> None:
+        self.fn = fn
+        self.model_id = model_id
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[DepthPrediction]:
+        out = []
+        for img in images:
+            depth, hfov = self.fn(img)
+            out.append(DepthPrediction(depth=depth, model=self.model_id, hfov_deg=hfov))
+        return out
