@@ -3,11 +3,11 @@
 Two captions *collide* when they are identical (ignoring case and articles), when one's words
 contain the other's ("mug" / "red mug"), when they share a category (head noun: "red mug" /
 "blue mug"), or when the objects share an ``ambiguity_group`` (set by the perception stage from
-CLIP text similarity, e.g. "sofa" / "couch"). Colliding objects form groups (transitively). An object alone in its group is "the
-<caption>". In a group, an object is referred to by a spatial qualifier that is unique within its
-group beyond the tie margin ("the red box on the left", "the leftmost red box", "the nearest red
-box", "the highest red box"); an object with no unique qualifier is not referable and no question
-is asked about it.
+CLIP text similarity, e.g. "sofa" / "couch"). Colliding objects form groups (transitively). An
+object alone in its group is "the <caption>". In a group, an object is referred to by a spatial
+qualifier that is unique within its group beyond the tie margin ("the red box on the left", "the
+leftmost red box", "the nearest red box", "the highest red box"); an object with no unique
+qualifier is not referable and no question is asked about it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,187 @@
+"""Open-vocabulary box detection with OWLv2 (``Owlv2Detector``).
+
+The stage takes RGB images and, per image, its own list of text prompts and returns one raw
+:class:`~spatialforge.perception.types.Detections` per image: pixel ``x0, y0, x1, y1`` boxes in the
+**original** image, the box score and the prompt that found each box (before NMS and size filters).
+
+How a call runs:
+
+* every prompt becomes a text query ``query_template.format(phrase=prompt)`` (default
+  ``"a photo of a {phrase}"``, the prompt form OWL was evaluated with); prompts that are equal
+  after lower-casing and collapsing whitespace count once (the first spelling is the label);
+  queries longer than the tokenizer's limit (16 tokens for the released checkpoints) are truncated;
+* images are batched (``batch_size`` per forward); ``Owlv2Processor`` pads every image's query
+  list to the longest one with ``" "`` queries. The model does **not** mask those (its query mask
+  only tests ``input_ids[..., 0] > 0``, and the padding query starts with the BOS token), so the
+  stage sets their logits to ``-inf`` before post-processing: a padding query never wins a box and
+  a batched image gets exactly the boxes it gets alone;
+* each of the model's patch boxes is scored by its best query (sigmoid of the class logit, as in
+  the processor's ``post_process_grounded_object_detection``) and kept when the score is above
+  ``score_threshold`` (strict ``>``, as in the processor); the label is that query's prompt.
+
+The square-padding quirk: ``Owlv2ImageProcessor`` pads every image at the bottom and right to a
+square of side ``S = max(height, width)`` **before** resizing it to the model's input size, so the
+predicted normalised boxes are relative to that ``S x S`` square, not to the image. The boxes are
+therefore scaled with ``target_sizes = (S, S)`` (which transformers 5 also does internally for any
+target size, but 4.x's OWL-ViT post-processing did not) and then clipped to the original
+``W x H`` image (a box may reach into the padding).
+
+``model_id`` defaults to ``google/owlv2-base-patch16-ensemble``; ``Owlv2ForObjectDetection`` and
+``Owlv2Processor`` load lazily, on the first call or ``load()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from spatialforge.errors import ConfigError
+from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.types import Detections
+
+__all__ = ["DEFAULT_MODEL_ID", "DEFAULT_QUERY_TEMPLATE", "Owlv2Detector"]
+
+DEFAULT_MODEL_ID = "google/owlv2-base-patch16-ensemble"
+DEFAULT_QUERY_TEMPLATE = "a photo of a {phrase}"
+
+
+# ----------------------------------------------------------------------------- validation helpers
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _as_rgb(image: Any, index: int) -> np.ndarray:
+    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray) and images.ndim < 4:
+        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
+                         f"got one array of shape {images.shape}")
+    return [_as_rgb(img, i) for i, img in enumerate(images)]
+
+
+def _unique_prompts(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
+    """Per image, its prompts validated, with repeats (after lower-casing / whitespace) removed."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts must be a sequence (one list of phrases per image), got {type(prompts).__name__}")
+    if len(prompts) != n_images:
+        raise ValueError(f"got {n_images} images but {len(prompts)} prompt lists (one list per image)")
+    out = []
+    for i, plist in enumerate(prompts):
+        if isinstance(plist, str) or not isinstance(plist, Sequence):
+            raise ValueError(f"prompts[{i}] must be a list of phrases, got {type(plist).__name__} {plist!r}")
+        seen: dict[str, str] = {}
+        for p in plist:
+            if not isinstance(p, str):
+                raise ValueError(f"prompts[{i}]: every phrase must be a string, got {type(p).__name__} {p!r}")
+            key = " ".join(p.lower().split())
+            if not key:
+                raise ValueError(f"prompts[{i}]: empty phrase {p!r}")
+            seen.setdefault(key, p)
+        out.append(list(seen.values()))
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+class Owlv2Detector(HFStage):
+    """OWLv2 open-vocabulary detector (see the module docstring for the details).
+
+    Options: ``score_threshold`` (default 0.2: keep boxes whose best query probability is above
+    it), ``query_template`` (default ``"a photo of a {phrase}"``), ``batch_size`` (images per
+    forward, default 4).
+    """
+
+    name = "owlv2"
+    default_model_id = DEFAULT_MODEL_ID
+
+    def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
+                 score_threshold: float = 0.2, query_template: str = DEFAULT_QUERY_TEMPLATE, batch_size: int = 4,
+                 **options: Any) -> None:
+        super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
+        if isinstance(score_threshold, bool) or not isinstance(score_threshold, Real) \
+                or not math.isfinite(score_threshold) or score_threshold < 0:
+            raise ConfigError(f"score_threshold must be a finite number >= 0 (a probability; > 1 keeps nothing), "
+                              f"got {score_threshold!r}")
+        self.score_threshold = float(score_threshold)
+        if not isinstance(query_template, str) or "{phrase}" not in query_template:
+            raise ConfigError(f"query_template must be a string containing '{{phrase}}', got {query_template!r}")
+        try:
+            query_template.format(phrase="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"query_template {query_template!r} is not a valid format string: {exc}") from None
+        self.query_template = query_template
+        self.batch_size = _positive_int(batch_size, "batch_size")
+
+    # -- lifecycle
+    def _load(self) -> tuple[Any, Any]:
+        tf = self.transformers
+        model = self._from_pretrained(tf.Owlv2ForObjectDetection)
+        processor = tf.Owlv2Processor.from_pretrained(self.model_id)
+        return model, processor
+
+    # -- inference
+    def __call__(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[str]]) -> list[Detections]:
+        """One raw :class:`Detections` per image, for that image's prompts (labels are prompts)."""
+        imgs = _image_list(images)
+        labels = _unique_prompts(prompts, len(imgs))
+        out = [Detections.empty() for _ in imgs]
+        todo = [i for i, lab in enumerate(labels) if lab]
+        if not todo:
+            return out
+        self.load()
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            found = self._detect([imgs[i] for i in batch], [labels[i] for i in batch])
+            for i, det in zip(batch, found, strict=True):
+                out[i] = det
+        return out
+
+    def _detect(self, images: list[np.ndarray], labels: list[list[str]]) -> list[Detections]:
+        """One forward over ``images``, each with its own (non-empty) prompt list."""
+        torch = self.torch
+        queries = [[self.query_template.format(phrase=p) for p in lab] for lab in labels]
+        enc = self.processor(images=images, text=queries, truncation=True, return_tensors="pt",
+                             input_data_format="channels_last")
+        inputs = {k: v.to(self.device) for k, v in enc.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            out = self.model(**inputs)
+        logits = out.logits.float().cpu().clone()  # (B, patches, max queries)
+        for b, lab in enumerate(labels):
+            logits[b, :, len(lab):] = float("-inf")  # the processor's " " padding queries
+        sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
+        square = [(max(h, w), max(h, w)) for h, w in sizes]
+        results = self.processor.post_process_grounded_object_detection(
+            SimpleNamespace(logits=logits, pred_boxes=out.pred_boxes.float().cpu()),
+            threshold=self.score_threshold, target_sizes=square)
+        dets = []
+        for res, lab, (h, w) in zip(results, labels, sizes, strict=True):
+            boxes = res["boxes"].float().numpy().reshape(-1, 4)
+            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0.0, w)
+            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0.0, h)
+            idx = res["labels"].numpy().astype(int)
+            dets.append(Detections(boxes.astype(np.float32), res["scores"].float().numpy().astype(np.float32),
+                                   tuple(lab[k] for k in idx)))
+        return dets

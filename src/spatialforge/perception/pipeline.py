@@ -1,0 +1,357 @@
+"""The perception runner: photos -> scene folders (the RGB-D input format) -> the shared engine.
+
+Stages run stage by stage over chunks of ``batch_size`` images, each a batched model call. If a
+batch call raises, the batch is retried one image at a time, so a model failure costs only the
+image that caused it (recorded with reason ``model_error``). Every image ends with a record in
+``OUT/perception/items/<image_id>.json`` (status ``ok``, ``filtered`` or ``failed``, with the
+stage and reason), written atomically: a re-run skips recorded images (resume).
+
+Output per kept image: ``OUT/scenes/<image_id>/`` with ``image.png``, ``depth.npy``,
+``instances.png``, ``camera.json``, ``objects.json`` (the RGB-D scene format, so geometry and QA
+run unchanged) plus the intermediates ``filter.json``, ``detections.json`` and
+``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from spatialforge.core.types import ObjectAnnotation, RGBDScene
+from spatialforge.errors import SceneError, SpatialForgeError
+from spatialforge.io.dataset import atomic_write_json
+from spatialforge.io.scene_folder import save_scene
+from spatialforge.perception.ambiguity import near_duplicate_groups
+from spatialforge.perception.boxes import filter_detections
+from spatialforge.perception.config import PerceptionConfig
+from spatialforge.perception.image_io import ItemFailure
+from spatialforge.perception.intrinsics import resolve_intrinsics
+from spatialforge.perception.masks import clean_instance_mask, resolve_overlaps
+from spatialforge.perception.types import Detections, ImageItem
+
+__all__ = ["STAGE_ORDER", "PerceptionPipeline"]
+
+STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "embedder")
+
+
+class PerceptionPipeline:
+    """Runs the perception stages over images and writes scene folders. Stages are injected."""
+
+    def __init__(self, config: PerceptionConfig, stages: dict[str, Any]) -> None:
+        missing = [s for s in STAGE_ORDER if s not in stages]
+        if missing:
+            raise SpatialForgeError(f"perception pipeline: missing stage(s) {', '.join(missing)}")
+        self.config = config
+        self.stages = stages
+        self.timings: dict[str, float] = {s: 0.0 for s in STAGE_ORDER}
+        self.images_seen: dict[str, int] = {s: 0 for s in STAGE_ORDER}
+        self.peak_memory_mb: dict[str, float | None] = {s: None for s in STAGE_ORDER}
+
+    @classmethod
+    def from_config(cls, config: PerceptionConfig) -> PerceptionPipeline:
+        """Build every stage from the registry (nothing is loaded until first use)."""
+        from spatialforge.perception.backends import build_stage
+
+        stages: dict[str, Any] = {}
+        for kind, attr in (("filter", "filter"), ("detector", "detector"), ("captioner", "captioner"),
+                           ("segmenter", "segmenter"), ("depth", "depth"), ("embedder", "embedder")):
+            spec = getattr(config, attr)
+            kwargs = dict(spec.options)
+            if spec.backend not in ("none", "label", "box"):
+                kwargs.update(model_id=spec.model_id, device=config.device, dtype=config.dtype)
+            shared = stages.get("filter")
+            if (kind == "embedder" and spec.backend == "clip" and config.filter.backend == "clip"
+                    and (spec.model_id or None) == (config.filter.model_id or None) and hasattr(shared, "embed_text")):
+                stages[kind] = shared  # one CLIP model serves both the filter and the caption embedder
+                continue
+            stages[kind] = build_stage(kind, spec.backend, **kwargs)
+        return cls(config, stages)
+
+    # ------------------------------------------------------------------ stage execution
+    def _timed(self, name: str, fn: Callable[[], Any], n: int) -> Any:
+        stage = self.stages[name]
+        torch = sys.modules.get("torch")
+        cuda = torch is not None and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        stage.load()
+        try:
+            return fn()
+        finally:
+            self.timings[name] += time.perf_counter() - t0
+            self.images_seen[name] += n
+            if cuda:
+                peak = torch.cuda.max_memory_allocated() / 2**20
+                self.peak_memory_mb[name] = max(self.peak_memory_mb[name] or 0.0, peak)
+
+    def _isolated(self, name: str, items: list[ImageItem], call: Callable[[list[ImageItem]], list[Any]],
+                  failed: dict[str, ItemFailure]) -> list[tuple[ImageItem, Any]]:
+        """Run ``call`` on the batch; if it raises, retry each item alone and record the failures."""
+        if not items:
+            return []
+        try:
+            results = self._timed(name, lambda: call(items), len(items))
+            if len(results) != len(items):
+                raise SpatialForgeError(f"{name} returned {len(results)} results for {len(items)} images")
+            return list(zip(items, results, strict=True))
+        except (SpatialForgeError, KeyboardInterrupt):
+            raise
+        except Exception:  # a model failure: isolate the image(s) that cause it, record, continue
+            if len(items) == 1:
+                raise
+        out = []
+        for item in items:
+            try:
+                out.append((item, self._timed(name, lambda it=item: call([it]), 1)[0]))
+            except (SpatialForgeError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # recorded per image with its reason; the run continues
+                failed[item.image_id] = ItemFailure(item.image_id, item.source, name, "model_error",
+                                                    f"{item.source}: {name} failed: {type(exc).__name__}: {exc}")
+        return out
+
+    def _release(self) -> None:
+        if self.config.low_memory:
+            for stage in self.stages.values():
+                stage.unload()
+
+    # ------------------------------------------------------------------ one chunk
+    def process_chunk(self, items: list[ImageItem]) -> tuple[list[tuple[RGBDScene, dict[str, Any]]],
+                                                               dict[str, ItemFailure], dict[str, dict[str, Any]]]:
+        """Run all stages on ``items``. Returns (scenes with their intermediates, failures, filtered)."""
+        cfg = self.config
+        failed: dict[str, ItemFailure] = {}
+        filtered: dict[str, dict[str, Any]] = {}
+        st = self.stages
+
+        pairs = self._isolated("filter", items, lambda b: st["filter"]([i.image for i in b]), failed)
+        decisions = {it.image_id: d for it, d in pairs}
+        alive = [it for it, d in pairs if d.keep]
+        for it, d in pairs:
+            if not d.keep:
+                filtered[it.image_id] = {"source": it.source, "decision": d.to_dict()}
+
+        tag_pairs = self._isolated(
+            "filter", alive, lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
+            failed)
+        tags = {it.image_id: t for it, t in tag_pairs}
+        alive = [it for it in alive if it.image_id in tags]
+        if cfg.low_memory and st["filter"] is not st["embedder"]:
+            st["filter"].unload()
+
+        det_pairs = self._isolated(
+            "detector", alive, lambda b: st["detector"]([i.image for i in b], [tags[i.image_id] for i in b]), failed)
+        dets: dict[str, Detections] = {}
+        for it, raw in det_pairs:
+            w, h = it.size
+            d = filter_detections(raw, w, h, score_threshold=cfg.score_threshold, iou_threshold=cfg.iou_threshold,
+                                  min_area_frac=cfg.min_area_frac, max_area_frac=cfg.max_area_frac,
+                                  max_detections=cfg.max_objects)
+            if len(d) == 0:
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
+                                                  f"{it.source}: no object passed the detection filters "
+                                                  f"({len(raw)} raw boxes)")
+            else:
+                dets[it.image_id] = d
+        alive = [it for it in alive if it.image_id in dets]
+        if cfg.low_memory:
+            st["detector"].unload()
+
+        cap_pairs = self._isolated("captioner", alive,
+                                   lambda b: st["captioner"]([i.image for i in b], [dets[i.image_id] for i in b]),
+                                   failed)
+        for it, caps in cap_pairs:
+            cleaned = [" ".join(str(c).split()) or lab for c, lab in zip(caps, dets[it.image_id].labels, strict=True)]
+            dets[it.image_id] = dets[it.image_id].with_captions(cleaned)
+        alive = [it for it, _ in cap_pairs]
+        if cfg.low_memory:
+            st["captioner"].unload()
+
+        seg_pairs = self._isolated("segmenter", alive,
+                                   lambda b: st["segmenter"]([i.image for i in b], [dets[i.image_id].boxes for i in b]),
+                                   failed)
+        instances: dict[str, np.ndarray] = {}
+        for it, maskset in seg_pairs:
+            d = dets[it.image_id]
+            if len(maskset) != len(d) or maskset.masks.shape[1:] != it.image.shape[:2]:
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "model_error",
+                                                  f"{it.source}: segmenter returned masks {maskset.masks.shape} for "
+                                                  f"{len(d)} boxes on a {it.size[0]}x{it.size[1]} image")
+                continue
+            inst = resolve_overlaps(maskset.masks, maskset.scores, d.boxes)
+            inst, _dropped = clean_instance_mask(inst, cfg.min_mask_pixels)
+            present = [i for i in range(1, len(d) + 1) if np.any(inst == i)]
+            if not present:
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "no_masks",
+                                                  f"{it.source}: no mask kept at least {cfg.min_mask_pixels} pixels")
+                continue
+            relabel = np.zeros(len(d) + 1, dtype=np.int32)
+            relabel[present] = np.arange(1, len(present) + 1)
+            instances[it.image_id] = relabel[inst]
+            dets[it.image_id] = d.select([i - 1 for i in present])
+        alive = [it for it in alive if it.image_id in instances]
+        if cfg.low_memory:
+            st["segmenter"].unload()
+
+        depth_pairs = self._isolated("depth", alive, lambda b: st["depth"]([i.image for i in b]), failed)
+        if cfg.low_memory:
+            st["depth"].unload()
+
+        scenes: list[tuple[RGBDScene, dict[str, Any]]] = []
+        emb_pairs = self._isolated("embedder", [it for it, _ in depth_pairs],
+                                   lambda b: [st["embedder"].embed_text(list(dets[i.image_id].captions or ()))
+                                              for i in b], failed)
+        embeddings = {it.image_id: e for it, e in emb_pairs}
+        if cfg.low_memory:
+            st["embedder"].unload()
+        for it, pred in depth_pairs:
+            if it.image_id not in embeddings:
+                continue
+            try:
+                scenes.append(self._scene(it, pred, dets[it.image_id], instances[it.image_id],
+                                          embeddings[it.image_id], decisions.get(it.image_id), tags.get(it.image_id)))
+            except SceneError as exc:
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", exc.reason, str(exc))
+            except ValueError as exc:
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", "bad_model_output",
+                                                  f"{it.source}: {exc}")
+        return scenes, failed, filtered
+
+    def _scene(self, it: ImageItem, pred: Any, det: Detections, inst: np.ndarray, emb: np.ndarray,
+               decision: Any, tags: list[str] | None) -> tuple[RGBDScene, dict[str, Any]]:
+        cfg = self.config
+        w, h = it.size
+        if pred.depth.shape != (h, w):
+            raise ValueError(f"depth model returned {pred.depth.shape[1]}x{pred.depth.shape[0]} for a {w}x{h} image")
+        intr, source = resolve_intrinsics(
+            w, h,
+            user_focal_px=it.focal_length_px if it.focal_source == "user" else None,
+            exif_focal_px=it.focal_length_px if it.focal_source == "exif" else None,
+            model_hfov_deg=pred.hfov_deg, model_focal_px=pred.focal_length_px,
+            assumed_hfov_deg=cfg.assumed_hfov_deg or 60.0, allow_assumed=cfg.assumed_hfov_deg is not None)
+        captions = list(det.captions or det.labels)
+        groups = (near_duplicate_groups(emb, cfg.caption_similarity) if emb.size and len(captions) > 1
+                  else list(range(len(captions))))
+        sizes = Counter(groups)
+        objects, drop_ids = [], []
+        for k, (cap, g) in enumerate(zip(captions, groups, strict=True), start=1):
+            shared = sizes[g] > 1
+            if shared and cfg.ambiguity == "drop":
+                drop_ids.append(k)
+                continue
+            objects.append(ObjectAnnotation(id=k, caption=cap, group=g if shared else None))
+        if drop_ids:
+            inst = np.where(np.isin(inst, drop_ids), 0, inst)
+        if not objects:
+            raise SceneError(f"{it.source}: every object was dropped as an ambiguous caption", reason="ambiguous")
+        provenance = {
+            "source": "perception", "image": it.source, "image_meta": it.meta,
+            "depth_model": pred.model, "depth_backend": getattr(self.stages["depth"], "name", "?"),
+            "intrinsics_source": source, "hfov_deg": round(intr.hfov_deg, 3),
+            "models": {k: {"backend": getattr(s, "name", "?"), "model_id": getattr(s, "model_id", "?")}
+                       for k, s in self.stages.items()},
+        }
+        scene = RGBDScene(scene_id=it.image_id, image=it.image, depth=pred.depth, instances=inst, intrinsics=intr,
+                          objects=tuple(objects), provenance=provenance)
+        extras = {
+            "filter.json": {"decision": None if decision is None else decision.to_dict(), "tags": tags},
+            "detections.json": [dict(d, id=i, ambiguity_group=groups[i - 1] if sizes[groups[i - 1]] > 1 else None,
+                                     dropped_as_ambiguous=i in drop_ids)
+                                for i, d in enumerate(det.to_list(), start=1)],
+            "provenance.json": provenance,
+        }
+        return scene, extras
+
+    # ------------------------------------------------------------------ the run
+    def run(self, items: Iterable[ImageItem | ItemFailure], out_dir: str | Path, *, progress: bool = True,
+            total: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Process every item (resuming: recorded images are skipped); returns the perception report."""
+        out_dir = Path(out_dir)
+        scenes_dir, items_dir = out_dir / "scenes", out_dir / "perception" / "items"
+        scenes_dir.mkdir(parents=True, exist_ok=True)
+        items_dir.mkdir(parents=True, exist_ok=True)
+        log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+        bar = tqdm(total=total, desc="perception", unit="img", disable=not progress, file=sys.stderr)
+        resumed = 0
+        chunk: list[ImageItem] = []
+        start = time.perf_counter()
+
+        def record(image_id: str, rec: dict[str, Any]) -> None:
+            atomic_write_json(items_dir / f"{image_id}.json", rec)
+
+        def flush() -> None:
+            if not chunk:
+                return
+            scenes, failed, filtered = self.process_chunk(chunk)
+            for scene, extras in scenes:
+                folder = save_scene(scene, scenes_dir, depth_format="npy")
+                for name, payload in extras.items():
+                    atomic_write_json(folder / name, payload)
+                record(scene.scene_id, {"status": "ok", "source": scene.provenance["image"],
+                                        "objects": len(scene.objects),
+                                        "intrinsics_source": scene.provenance["intrinsics_source"]})
+            for image_id, f in failed.items():
+                log(f"failed: {f.message}")
+                record(image_id, {"status": "failed"} | f.to_dict())
+            for image_id, info in filtered.items():
+                record(image_id, {"status": "filtered", "reason": "filtered", "stage": "filter"} | info)
+            bar.update(len(chunk))
+            chunk.clear()
+            self._release()
+
+        for item in items:
+            if (items_dir / f"{item.image_id}.json").is_file():
+                resumed += 1
+                bar.update(1)
+                continue
+            if isinstance(item, ItemFailure):
+                log(f"failed: {item.message}")
+                record(item.image_id, {"status": "failed"} | item.to_dict())
+                bar.update(1)
+                continue
+            chunk.append(item)
+            if len(chunk) >= self.config.batch_size:
+                flush()
+        flush()
+        bar.close()
+        for stage in self.stages.values():
+            stage.unload()
+        return self.report(out_dir, time.perf_counter() - start, resumed)
+
+    def report(self, out_dir: Path, wall: float, resumed: int) -> dict[str, Any]:
+        records = [json.loads(p.read_text()) for p in sorted((out_dir / "perception" / "items").glob("*.json"))]
+        status = Counter(r["status"] for r in records)
+        reasons = Counter(r.get("reason", "?") for r in records if r["status"] == "failed")
+        per_stage = {}
+        for s in STAGE_ORDER:
+            n, t = self.images_seen[s], self.timings[s]
+            per_stage[s] = {"backend": getattr(self.stages[s], "name", "?"),
+                            "model_id": getattr(self.stages[s], "model_id", "?"), "images": n,
+                            "seconds": round(t, 4), "images_per_s": round(n / t, 3) if t > 0 else None,
+                            "peak_gpu_memory_mb": None if self.peak_memory_mb[s] is None
+                            else round(self.peak_memory_mb[s], 1)}
+        report = {
+            "config": self.config.to_dict(),
+            "images": len(records),
+            "ok": status.get("ok", 0),
+            "filtered": status.get("filtered", 0),
+            "failed": status.get("failed", 0),
+            "failed_by_reason": dict(sorted(reasons.items())),
+            "intrinsics_sources": dict(Counter(r.get("intrinsics_source") for r in records if r["status"] == "ok")),
+            "resumed": resumed,
+            "stages": per_stage,
+            "wall_s": round(wall, 3),
+            "failures": [r for r in records if r["status"] == "failed"],
+        }
+        atomic_write_json(out_dir / "perception" / "report.json", report)
+        return report
+

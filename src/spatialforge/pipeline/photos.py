@@ -1,0 +1,60 @@
+"""``spatialforge generate`` on plain photos: perception -> scene folders -> the shared RGB-D engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spatialforge.errors import SpatialForgeError
+from spatialforge.io.dataset import atomic_write_json
+from spatialforge.pipeline.generate import GenerateConfig, run_generate
+
+__all__ = ["PhotoSource", "run_photos"]
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """Where photos come from: a folder of image files, or a Hugging Face dataset (name or local path)."""
+
+    folder: Path | None = None
+    hf_dataset: str | None = None
+    split: str = "train"
+    image_column: str = "image"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.folder is None) == (self.hf_dataset is None):
+            raise SpatialForgeError("give either a folder of images or a Hugging Face dataset")
+
+
+def _items(source: PhotoSource, limits, focal: float | None) -> tuple[Iterator[Any], int | None]:
+    from spatialforge.perception.image_io import iter_hf_images, list_image_files, load_image_file
+
+    if source.folder is not None:
+        files = list_image_files(source.folder)
+        if source.limit is not None:
+            files = files[:source.limit]
+        if not files:
+            raise SpatialForgeError(f"{source.folder}: no image files (jpg, png, webp, ...)")
+        return (load_image_file(p, image_id, limits, focal) for image_id, p in files), len(files)
+    return iter_hf_images(source.hf_dataset, split=source.split, image_column=source.image_column,
+                          limit=source.limit, limits=limits, focal_length_px=focal), source.limit
+
+
+def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate: GenerateConfig | None = None,
+               *, progress: bool = True) -> dict[str, Any]:
+    """Run perception (resumable) then the shared engine; returns the manifest with a ``perception`` section."""
+    out_dir = Path(out_dir)
+    items, total = _items(source, pipeline.config.limits, pipeline.config.focal_length_px)
+    report = pipeline.run(items, out_dir, progress=progress, total=total)
+    if report["ok"] == 0:
+        raise SpatialForgeError(
+            f"no image became a scene: {report['images']} images, {report['filtered']} filtered out, "
+            f"{report['failed']} failed {report['failed_by_reason']} (see {out_dir}/perception/report.json)")
+    manifest = run_generate(out_dir / "scenes", out_dir, generate or GenerateConfig(), progress=progress)
+    manifest["perception"] = {k: v for k, v in report.items() if k != "config"}
+    manifest["perception"]["config"] = report["config"]
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest

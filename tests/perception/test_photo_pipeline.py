@@ -1,0 +1,311 @@
+"""The photo path end to end with injected stages (no torch needed).
+
+Contract tested: perception produces the same scene container as the RGB-D path, so identical
+depth, masks, captions and intrinsics give identical scene graphs and QA; every bad image ends
+with a recorded reason; one failing model call costs only its image; runs resume.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from spatialforge.core.types import CameraIntrinsics, ObjectAnnotation, RGBDScene
+from spatialforge.io.scene_folder import save_scene
+from spatialforge.perception.backends.stub import (
+    BoxSegmenter,
+    GivenDepth,
+    KeepAllFilter,
+    LabelCaptioner,
+    NoTextEmbedder,
+)
+from spatialforge.perception.config import PerceptionConfig, StageSpec
+from spatialforge.perception.pipeline import PerceptionPipeline
+from spatialforge.perception.types import Detections, FilterDecision, MaskSet
+from spatialforge.pipeline import GenerateConfig, run_generate
+from spatialforge.pipeline.photos import PhotoSource, run_photos
+from spatialforge.qa import QAConfig
+from spatialforge.synth import SynthConfig, generate_scene
+
+W, H = 160, 120
+
+
+def _key(img: np.ndarray) -> bytes:
+    return img.tobytes()[:4096] + bytes(str(img.shape), "ascii")
+
+
+class Oracle:
+    """Stages that return the ground truth of known images (keyed by pixel content)."""
+
+    name = "oracle"
+    model_id = "oracle"
+
+    def __init__(self) -> None:
+        self.truth: dict[bytes, dict] = {}
+        self.calls = 0
+
+    def add(self, image, instances, captions, depth, hfov=None):
+        self.truth[_key(image)] = {"inst": instances, "captions": captions, "depth": depth, "hfov": hfov}
+
+    def load(self):
+        return None
+
+    def unload(self):
+        return None
+
+    # detector
+    def __call__(self, images, prompts):
+        self.calls += 1
+        out = []
+        for img in images:
+            t = self.truth[_key(img)]
+            boxes, labels = [], []
+            for k, cap in t["captions"].items():
+                rr, cc = np.nonzero(t["inst"] == k)
+                boxes.append([cc.min(), rr.min(), cc.max() + 1, rr.max() + 1])
+                labels.append(cap)
+            out.append(Detections(np.array(boxes, np.float32), np.ones(len(boxes), np.float32), tuple(labels)))
+        return out
+
+
+class OracleSegmenter:
+    name = "oracle"
+    model_id = "oracle"
+
+    def __init__(self, oracle: Oracle) -> None:
+        self.oracle = oracle
+
+    def load(self):
+        return None
+
+    def unload(self):
+        return None
+
+    def __call__(self, images, boxes):
+        out = []
+        for img, b in zip(images, boxes, strict=True):
+            t = self.oracle.truth[_key(img)]
+            ids = list(t["captions"])
+            masks = np.stack([t["inst"] == ids[i] for i in range(len(b))])
+            out.append(MaskSet(masks, np.ones(len(b), np.float32)))
+        return out
+
+
+def _pipeline(oracle: Oracle, **cfg) -> PerceptionPipeline:
+    config = PerceptionConfig(filter=StageSpec("none"), embedder=StageSpec("none"), captioner=StageSpec("label"),
+                              segmenter=StageSpec("oracle"), detector=StageSpec("oracle"), depth=StageSpec("oracle"),
+                              score_threshold=0.0, min_area_frac=0.0, max_objects=64, min_mask_pixels=1, **cfg)
+    depth = GivenDepth(lambda img: (oracle.truth[_key(img)]["depth"], oracle.truth[_key(img)]["hfov"]),
+                       model_id="oracle-depth")
+    return PerceptionPipeline(config, {"filter": KeepAllFilter(), "detector": oracle,
+                                       "captioner": LabelCaptioner(), "segmenter": OracleSegmenter(oracle),
+                                       "depth": depth, "embedder": NoTextEmbedder()})
+
+
+def _centred(fx: float) -> CameraIntrinsics:
+    return CameraIntrinsics(fx=fx, fy=fx, cx=(W - 1) / 2, cy=(H - 1) / 2, width=W, height=H)
+
+
+def _qa_rows(out) -> dict[str, list]:
+    table = pq.read_table(out / "data", columns=["scene_id", "qa"]).to_pylist()
+    return {r["scene_id"]: r["qa"] for r in table}
+
+
+def _graphs(out) -> dict[str, dict]:
+    res = {}
+    for p in sorted((out / "scene_graphs").glob("*.json")):
+        g = json.loads(p.read_text())
+        g.pop("provenance")
+        res[p.stem] = g
+    return res
+
+
+@pytest.fixture()
+def synthetic_photos(tmp_path):
+    """Synthetic scenes as photos + the same scenes as RGB-D folders with the perception intrinsics."""
+    oracle = Oracle()
+    photos, rgbd = tmp_path / "photos", tmp_path / "rgbd"
+    photos.mkdir()
+    for i in range(4):
+        s = generate_scene(i, seed=5, config=SynthConfig(width=W, height=H))
+        fx = float(s.camera["fx"])
+        caps = {int(o["id"]): o["caption"] for o in s.objects}
+        # object ids renumbered 1..K in detection order, as the perception path does
+        inst = np.zeros_like(s.instances, dtype=np.int32)
+        caps_k = {}
+        for k, (oid, cap) in enumerate(sorted(caps.items()), start=1):
+            inst[s.instances == oid] = k
+            caps_k[k] = cap
+        oracle.add(s.image, inst, caps_k, s.depth, hfov=None)
+        Image.fromarray(s.image).save(photos / f"img{i}.png")
+        objs = tuple(ObjectAnnotation(k, c) for k, c in caps_k.items())
+        save_scene(RGBDScene(f"img{i}", s.image, s.depth, inst, _centred(fx), objs), rgbd, depth_format="npy")
+        (photos / f"img{i}.focal").write_text(str(fx))
+    return oracle, photos, rgbd
+
+
+def test_model_depth_reproduces_rgbd_results_exactly(synthetic_photos, tmp_path):
+    oracle, photos, rgbd = synthetic_photos
+    gen = GenerateConfig(qa=QAConfig(qa_per_image=12, seed=3))
+    out_rgbd = tmp_path / "out_rgbd"
+    run_generate(rgbd, out_rgbd, gen, progress=False)
+    # every photo has its own focal length: run them one by one with the user focal length
+    out_photo = tmp_path / "out_photo"
+    for i in range(4):
+        fx = float((photos / f"img{i}.focal").read_text())
+        single = tmp_path / f"single{i}"
+        single.mkdir()
+        (single / f"img{i}.png").write_bytes((photos / f"img{i}.png").read_bytes())
+        run_photos(PhotoSource(folder=single), out_photo / f"s{i}", _pipeline(oracle, focal_length_px=fx), gen,
+                   progress=False)
+    qa_rgbd, graphs_rgbd = _qa_rows(out_rgbd), _graphs(out_rgbd)
+    for i in range(4):
+        sid = f"img{i}"
+        assert _qa_rows(out_photo / f"s{i}")[sid] == qa_rgbd[sid]
+        assert _graphs(out_photo / f"s{i}")[sid] == graphs_rgbd[sid]
+        prov = json.loads((out_photo / f"s{i}" / "scene_graphs" / f"{sid}.json").read_text())["provenance"]
+        assert prov["intrinsics_source"] == "user" and prov["depth_model"] == "oracle-depth"
+    assert sum(len(v) for v in qa_rgbd.values()) > 20
+
+
+def test_constant_depth_plane_lifts_to_exact_metric_points(tmp_path):
+    oracle = Oracle()
+    img = np.full((H, W, 3), 90, np.uint8)
+    img[40:80, 60:100] = (200, 30, 30)
+    inst = np.zeros((H, W), np.int32)
+    inst[40:80, 60:100] = 1
+    depth = np.full((H, W), 2.0, np.float32)
+    oracle.add(img, inst, {1: "red poster"}, depth, hfov=90.0)  # the depth model predicts a 90 degree FOV
+    photos = tmp_path / "p"
+    photos.mkdir()
+    Image.fromarray(img).save(photos / "plane.png")
+    out = tmp_path / "out"
+    m = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
+    assert m["perception"]["intrinsics_sources"] == {"model": 1}
+    cam = json.loads((out / "scenes" / "plane" / "camera.json").read_text())
+    assert cam["fx"] == pytest.approx((W / 2) / np.tan(np.radians(45)), rel=1e-6)
+    graph = json.loads((out / "scene_graphs" / "plane.json").read_text())
+    obj = graph["objects"][0]
+    # a 40x40 px patch at 2 m with fx = 80 spans 1 m; its points all lie at z-depth 2
+    assert obj["camera_distance"] == pytest.approx(np.hypot(2.0, np.hypot(((60 + 99) / 2 - (W - 1) / 2) / 80 * 2,
+                                                                          ((40 + 79) / 2 - (H - 1) / 2) / 80 * 2)),
+                                                   abs=0.02)
+    assert graph["gravity"]["source"] == "camera_prior"  # a wall facing the camera is no floor
+
+
+def _photo_dir(tmp_path) -> tuple:
+    """Good photos in odd modes plus broken files."""
+    oracle = Oracle()
+    d = tmp_path / "photos"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+
+    def good(name: str, mode: str, fmt: str = "PNG"):
+        base = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        pil = Image.fromarray(base)
+        pil = pil.convert(mode) if mode != "RGB" else pil
+        buf = io.BytesIO()
+        pil.save(buf, format=fmt)
+        (d / name).write_bytes(buf.getvalue())
+        decoded = Image.open(io.BytesIO(buf.getvalue()))
+        if decoded.mode in ("RGBA", "LA"):
+            bg = Image.new("RGBA", decoded.size, (255, 255, 255, 255))
+            rgb = np.asarray(Image.alpha_composite(bg, decoded.convert("RGBA")).convert("RGB"))
+        else:
+            rgb = np.asarray(decoded.convert("RGB"))
+        inst = np.zeros((H, W), np.int32)
+        inst[20:60, 20:70] = 1
+        inst[50:100, 90:150] = 2
+        oracle.add(rgb, inst, {1: "box", 2: "chair"}, np.full((H, W), 3.0, np.float32), hfov=70.0)
+        keys[name.split(".")[0]] = _key(rgb)
+
+    keys: dict[str, bytes] = {}
+    good("a_rgb.png", "RGB")
+    good("b_gray.png", "L")
+    good("c_rgba.png", "RGBA")
+    good("d_cmyk.jpg", "CMYK", "JPEG")
+    (d / "e_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(buf, format="PNG")
+    (d / "f_truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(d / "g_tiny.png")
+    return oracle, d, keys
+
+
+def test_bad_images_are_recorded_and_the_run_continues(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+    out = tmp_path / "out"
+    m = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
+    p = m["perception"]
+    assert p["images"] == 7 and p["ok"] == 4
+    assert p["failed_by_reason"] == {"too_small": 1, "unreadable": 2}
+    failures = {f["image_id"]: f for f in p["failures"]}
+    assert "e_corrupt.jpg" in failures["e_corrupt"]["message"]
+    assert failures["g_tiny"]["reason"] == "too_small"
+    assert m["counts"]["scenes_ok"] == 4
+    for sid in ("a_rgb", "b_gray", "c_rgba", "d_cmyk"):
+        folder = out / "scenes" / sid
+        for name in ("image.png", "depth.npy", "instances.png", "camera.json", "objects.json", "filter.json",
+                     "detections.json", "provenance.json"):
+            assert (folder / name).is_file(), (sid, name)
+        assert json.loads((folder / "provenance.json").read_text())["intrinsics_source"] == "model"
+
+
+def test_no_detections_and_model_failure_cost_only_their_image(tmp_path):
+    oracle, photos, keys = _photo_dir(tmp_path)
+    oracle.truth[keys["c_rgba"]]["captions"] = {}  # the detector finds nothing in the RGBA photo
+
+    class Flaky(Oracle):
+        """Fails on every batch that contains the grayscale photo (as a CUDA assert would)."""
+
+        def __call__(self, images, prompts):
+            if any(_key(i) == keys["b_gray"] for i in images):
+                raise RuntimeError("simulated failure on the grayscale image")
+            return oracle(images, prompts)
+
+    pipe = _pipeline(oracle, batch_size=4)
+    pipe.stages["detector"] = Flaky()
+    m = run_photos(PhotoSource(folder=photos), tmp_path / "out", pipe, GenerateConfig(), progress=False)
+    p = m["perception"]
+    assert p["failed_by_reason"] == {"model_error": 1, "no_detections": 1, "too_small": 1, "unreadable": 2}
+    err = next(f for f in p["failures"] if f["reason"] == "model_error")
+    assert err["image_id"] == "b_gray" and err["stage"] == "detector"
+    assert "simulated failure on the grayscale image" in err["message"]
+    assert p["ok"] == 2 and m["counts"]["scenes_ok"] == 2  # the rest of the batch went through
+
+
+def test_filter_decisions_are_recorded_and_runs_resume(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+
+    class HalfFilter(KeepAllFilter):
+        name = "half"
+
+        def __call__(self, images):
+            return [FilterDecision(bool(i % 2 == 0), "a photo of a room" if i % 2 == 0 else "a drawing",
+                                   {"a photo of a room": 0.6, "a drawing": 0.4}, "half") for i, _ in enumerate(images)]
+
+    pipe = _pipeline(oracle, batch_size=8)
+    pipe.stages["filter"] = HalfFilter()
+    out = tmp_path / "out"
+    m1 = run_photos(PhotoSource(folder=photos), out, pipe, GenerateConfig(), progress=False)
+    p = m1["perception"]
+    assert p["filtered"] == 2 and p["ok"] == 2
+    rec = json.loads((out / "perception" / "items" / "b_gray.json").read_text())
+    assert rec["status"] == "filtered" and rec["decision"]["label"] == "a drawing"
+    calls = oracle.calls
+    m2 = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
+    assert oracle.calls == calls  # nothing re-detected
+    assert m2["perception"]["resumed"] == 7
+    assert m2["counts"]["qa_pairs"] == m1["counts"]["qa_pairs"]
+
+
+def test_box_segmenter_fills_boxes():
+    seg = BoxSegmenter()
+    img = np.zeros((H, W, 3), np.uint8)
+    (ms,) = seg([img], [np.array([[10.2, 5.0, 20.0, 15.5]])])
+    assert ms.masks.shape == (1, H, W) and ms.masks[0, 5:16, 10:20].all() and ms.masks[0].sum() == 11 * 10
