@@ -92,25 +92,40 @@ def colorize_depth(depth: np.ndarray, lo: float | None = None, hi: float | None 
     return rgb.astype(np.uint8)
 
 
-def render_depth(depth: np.ndarray, title: str = "") -> Image.Image:
-    """Colour-mapped depth with a scale bar labelled in metres."""
+def _upscale_factor(width: int, min_width: int) -> int:
+    return max(1, -(-min_width // max(width, 1)))
+
+
+def render_depth(depth: np.ndarray, title: str = "", min_width: int = 480) -> Image.Image:
+    """Colour-mapped depth (near = dark blue, far = red, invalid = black) with a scale bar in metres.
+
+    Small maps are enlarged by a whole factor (nearest neighbour) to at least ``min_width`` pixels.
+    """
     valid = depth > 0
     lo = float(np.percentile(depth[valid], 1)) if valid.any() else 0.0
     hi = float(np.percentile(depth[valid], 99)) if valid.any() else 1.0
     img = Image.fromarray(colorize_depth(depth, lo, hi))
-    out = Image.new("RGB", (img.width, img.height + 28), (255, 255, 255))
+    k = _upscale_factor(img.width, min_width)
+    if k > 1:
+        img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
+    out = Image.new("RGB", (img.width, img.height + 40), (255, 255, 255))
     out.paste(img, (0, 0))
     bar = colorize_depth(np.tile(np.linspace(lo, hi, 256)[None, :], (10, 1)), lo, hi)
-    bar_img = Image.fromarray(bar).resize((max(img.width // 2, 64), 10))
-    out.paste(bar_img, (60, img.height + 4))
+    bar_img = Image.fromarray(bar).resize((max(img.width - 140, 64), 10))
+    out.paste(bar_img, (70, img.height + 4))
     d = ImageDraw.Draw(out)
     d.text((4, img.height + 2), f"{lo:.2f} m", fill=(0, 0, 0))
-    d.text((64 + bar_img.width, img.height + 2), f"{hi:.2f} m   {title}", fill=(0, 0, 0))
+    d.text((74 + bar_img.width, img.height + 2), f"{hi:.2f} m", fill=(0, 0, 0))
+    d.text((4, img.height + 22), title, fill=(0, 0, 0))
     return out
 
 
-def render_overlay(scene: RGBDScene, alpha: float = 0.45) -> Image.Image:
-    """The image with each instance mask tinted, its outline drawn and its id + caption written."""
+def render_overlay(scene: RGBDScene, alpha: float = 0.45, min_width: int = 480) -> Image.Image:
+    """The image with each instance mask tinted and boxed, its id at the box, and a legend of captions.
+
+    The legend (right) lists ``id: caption`` and the ambiguity group of objects that share one.
+    Small images are enlarged by a whole factor (nearest neighbour) to at least ``min_width`` pixels.
+    """
     base = scene.image.astype(np.float64)
     tint = np.zeros_like(base)
     weight = np.zeros(scene.instances.shape, dtype=np.float64)
@@ -119,16 +134,32 @@ def render_overlay(scene: RGBDScene, alpha: float = 0.45) -> Image.Image:
         tint[m] = _PALETTE[i % len(_PALETTE)]
         weight[m] = alpha
     mixed = base * (1 - weight[..., None]) + tint * weight[..., None]
-    img = Image.fromarray(mixed.astype(np.uint8))
+    img = Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+    k = _upscale_factor(img.width, min_width)
+    if k > 1:
+        img = img.resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(img)
+    legend_rows = []
     for i, obj in enumerate(scene.objects):
+        color = _PALETTE[i % len(_PALETTE)]
         rr, cc = np.nonzero(scene.instances == obj.id)
+        group = f"  [group {obj.group}]" if obj.group is not None else ""
+        legend_rows.append((color, f"{obj.id}: {obj.caption}{group}" + ("" if len(rr) else "  (no pixels)")))
         if len(rr) == 0:
             continue
-        color = _PALETTE[i % len(_PALETTE)]
-        draw.rectangle([int(cc.min()), int(rr.min()), int(cc.max()), int(rr.max())], outline=color, width=2)
-        label = f"{obj.id}: {obj.caption}" + (f" [group {obj.group}]" if obj.group is not None else "")
-        x, y = int(cc.min()) + 2, max(int(rr.min()) - 12, 0)
-        draw.text((x + 1, y + 1), label, fill=(0, 0, 0))
-        draw.text((x, y), label, fill=color)
-    return img
+        x0, y0, x1, y1 = int(cc.min()) * k, int(rr.min()) * k, (int(cc.max()) + 1) * k - 1, (int(rr.max()) + 1) * k - 1
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=2)
+        tag = str(obj.id)
+        draw.rectangle([x0, y0, x0 + 7 * len(tag) + 4, y0 + 12], fill=color)
+        draw.text((x0 + 2, y0), tag, fill=(0, 0, 0))
+    panel_w, row_h = 300, 16
+    height = max(img.height, row_h * (len(legend_rows) + 1) + 8)
+    out = Image.new("RGB", (img.width + panel_w, height), (255, 255, 255))
+    out.paste(img, (0, 0))
+    d = ImageDraw.Draw(out)
+    d.text((img.width + 8, 4), f"{len(scene.objects)} objects", fill=(0, 0, 0))
+    for r, (color, text) in enumerate(legend_rows, start=1):
+        y = 4 + r * row_h
+        d.rectangle([img.width + 8, y + 2, img.width + 18, y + 12], fill=color)
+        d.text((img.width + 24, y), text, fill=(0, 0, 0))
+    return out

@@ -12,6 +12,7 @@ import shutil
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from spatialforge import __version__
@@ -59,24 +60,33 @@ def _add_generate(sub) -> None:
     g.add_argument("--split", default="train")
     g.add_argument("--image-column", default="image")
     g.add_argument("--limit", type=int, default=None, help="process at most N images")
+    g.add_argument("--perception-config", type=Path, default=None,
+                   help="a .toml or .json perception config (backends, model ids, options); flags override it")
     for stage, default, choices in (("filter", "clip", "clip, none"),
                                     ("detector", "grounding-dino", "grounding-dino, owlv2"),
                                     ("captioner", "florence2", "florence2, label"),
                                     ("segmenter", "sam2", "sam2, sam, box"),
                                     ("depth", "depth-anything-v2", "depth-anything-v2, depth-pro"),
                                     ("embedder", "clip", "clip, none")):
-        g.add_argument(f"--{stage}", default=default, help=f"{stage} backend: {choices} (default {default})")
+        g.add_argument(f"--{stage}", default=None, help=f"{stage} backend: {choices} (default {default})")
         g.add_argument(f"--{stage}-model", default=None, help=f"model id or local folder for the {stage}")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or mps (default auto)")
-    g.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    g.add_argument("--keep-labels", default=None,
+                   help="filter: comma-separated CLIP prompts of photos to keep (default: indoor/outdoor scenes)")
+    g.add_argument("--drop-labels", default=None,
+                   help="filter: comma-separated CLIP prompts of photos to drop (default: close-ups, drawings, ...)")
+    g.add_argument("--filter-threshold", type=float, default=None,
+                   help="filter: keep a photo when the keep labels' probability mass is at least this (default 0.5)")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or mps (default auto)")
+    g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"), help="default float32")
     g.add_argument("--low-memory", action="store_true", help="load one model at a time and release it after use")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=None, help="images per model call (default 8)")
     g.add_argument("--focal-length", type=float, default=None, help="focal length in pixels for every photo")
-    g.add_argument("--assume-hfov", default="60",
+    g.add_argument("--assume-hfov", default=None,
                    help="horizontal FOV (deg) assumed when neither the user, EXIF nor the depth model gives "
                         "intrinsics; 'none' rejects such photos (default 60)")
-    g.add_argument("--score-threshold", type=float, default=0.3, help="detection score threshold (default 0.3)")
-    g.add_argument("--caption-similarity", type=float, default=0.92,
+    g.add_argument("--score-threshold", type=float, default=None,
+                   help="detection score threshold (default: the detector's own, Grounding DINO 0.3, OWLv2 0.2)")
+    g.add_argument("--caption-similarity", type=float, default=None,
                    help="CLIP text cosine above which two captions count as the same thing (default 0.92)")
     g.add_argument("--drop-ambiguous", action="store_true",
                    help="drop near-duplicate captions instead of disambiguating them spatially")
@@ -183,23 +193,53 @@ def _is_photo_folder(folder: Path) -> bool:
 
 
 def _perception_config(args):
-    from spatialforge.perception.config import PerceptionConfig, StageSpec
-    from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
+    """The perception config: the file given (or the defaults), then every flag given on top."""
+    from spatialforge.perception.config import STAGES, PerceptionConfig, StageSpec, load_perception_config
 
-    vocab = DEFAULT_VOCABULARY
+    base = load_perception_config(args.perception_config) if args.perception_config else PerceptionConfig()
+    changes: dict = {}
+    for s in STAGES:
+        spec, backend, model = getattr(base, s), getattr(args, s), getattr(args, f"{s}_model")
+        if backend is not None and backend != spec.backend:
+            spec = StageSpec(backend)  # another backend: the old one's model id and options do not apply
+        if model is not None:
+            spec = StageSpec(spec.backend, model, spec.options)
+        changes[s] = spec
+    filter_opts = {"keep_labels": list(_split(args.keep_labels) or ()) or None,
+                   "drop_labels": list(_split(args.drop_labels) or ()) or None,
+                   "threshold": args.filter_threshold}
+    filter_opts = {k: v for k, v in filter_opts.items() if v is not None}
+    if filter_opts:
+        if changes["filter"].backend != "clip":
+            raise SpatialForgeError("--keep-labels, --drop-labels and --filter-threshold need --filter clip")
+        f = changes["filter"]
+        changes["filter"] = StageSpec(f.backend, f.model_id, {**f.options, **filter_opts})
     if args.vocabulary is not None:
         try:
             vocab = tuple(w.strip() for w in args.vocabulary.read_text().splitlines() if w.strip())
         except OSError as exc:
             raise SpatialForgeError(f"{args.vocabulary}: cannot read vocabulary ({exc})") from exc
-    hfov = None if str(args.assume_hfov).lower() == "none" else float(args.assume_hfov)
-    specs = {s: StageSpec(getattr(args, s), getattr(args, f"{s}_model")) for s in
-             ("filter", "detector", "captioner", "segmenter", "depth", "embedder")}
-    return PerceptionConfig(**specs, device=args.device, dtype=args.dtype, low_memory=args.low_memory,
-                            batch_size=args.batch_size, vocabulary=vocab, score_threshold=args.score_threshold,
-                            caption_similarity=args.caption_similarity,
-                            ambiguity="drop" if args.drop_ambiguous else "group",
-                            focal_length_px=args.focal_length, assumed_hfov_deg=hfov)
+        if not vocab:
+            raise SpatialForgeError(f"{args.vocabulary}: the vocabulary file has no tags")
+        changes["vocabulary"] = vocab
+    if args.assume_hfov is not None:
+        if str(args.assume_hfov).lower() == "none":
+            changes["assumed_hfov_deg"] = None
+        else:
+            try:
+                changes["assumed_hfov_deg"] = float(args.assume_hfov)
+            except ValueError:
+                raise SpatialForgeError(f"--assume-hfov must be degrees or 'none', got {args.assume_hfov!r}") from None
+    if args.low_memory:
+        changes["low_memory"] = True
+    if args.drop_ambiguous:
+        changes["ambiguity"] = "drop"
+    for key in ("device", "dtype", "batch_size", "score_threshold", "caption_similarity"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.focal_length is not None:
+        changes["focal_length_px"] = args.focal_length
+    return replace(base, **changes)
 
 
 def _cmd_generate(args) -> int:

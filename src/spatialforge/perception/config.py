@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
 from spatialforge.perception.image_io import ImageLimits
 from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
 
-__all__ = ["PerceptionConfig", "StageSpec"]
+__all__ = ["STAGES", "PerceptionConfig", "StageSpec", "load_perception_config"]
+
+STAGES = ("filter", "embedder", "detector", "captioner", "segmenter", "depth")
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,28 @@ class StageSpec:
     backend: str
     model_id: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_value(cls, value: Any, stage: str) -> StageSpec:
+        """A backend name (``"owlv2"``) or a table ``{backend, model_id, options}``."""
+        if isinstance(value, StageSpec):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{stage}: expected a backend name or a table with 'backend', got {value!r}")
+        unknown = sorted(set(value) - {"backend", "model_id", "options"})
+        if unknown:
+            raise ConfigError(f"{stage}: unknown key(s) {', '.join(unknown)} (known: backend, model_id, options)")
+        if not isinstance(value.get("backend"), str):
+            raise ConfigError(f"{stage}: 'backend' (a backend name) is required")
+        options = value.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{stage}: 'options' must be a table, got {options!r}")
+        model_id = value.get("model_id")
+        if model_id is not None and not isinstance(model_id, str):
+            raise ConfigError(f"{stage}: 'model_id' must be a string, got {model_id!r}")
+        return cls(value["backend"], model_id, dict(options))
 
 
 @dataclass(frozen=True)
@@ -35,7 +62,7 @@ class PerceptionConfig:
     batch_size: int = 8
     vocabulary: tuple[str, ...] = DEFAULT_VOCABULARY
     tags_per_image: int = 24
-    score_threshold: float = 0.3
+    score_threshold: float | None = None  # None: each detector's own default (Grounding DINO 0.3, OWLv2 0.2)
     iou_threshold: float = 0.5
     min_area_frac: float = 0.0005
     max_area_frac: float = 0.9
@@ -53,7 +80,7 @@ class PerceptionConfig:
         if self.tags_per_image < 1:
             raise ConfigError(f"tags_per_image must be >= 1, got {self.tags_per_image}")
         for name in ("score_threshold", "iou_threshold", "caption_similarity"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.min_area_frac < self.max_area_frac <= 1.0:
             raise ConfigError("need 0 <= min_area_frac < max_area_frac <= 1")
@@ -70,3 +97,57 @@ class PerceptionConfig:
         d = asdict(self)
         d["vocabulary"] = f"{len(self.vocabulary)} tags"
         return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "perception config") -> PerceptionConfig:
+        """Build from a mapping (a parsed TOML/JSON file); unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in STAGES:
+                kwargs[key] = StageSpec.from_value(value, f"{source}: [{key}]")
+            elif key == "vocabulary":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"{source}: 'vocabulary' must be a list of strings")
+                kwargs[key] = tuple(v.strip() for v in value if v.strip())
+            elif key == "limits":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: 'limits' must be a table")
+                try:
+                    kwargs[key] = ImageLimits(**value)
+                except TypeError as exc:
+                    raise ConfigError(f"{source}: limits: {exc}") from None
+            else:
+                kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def with_overrides(self, **changes: Any) -> PerceptionConfig:
+        """A copy with the given fields replaced (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_perception_config(path: str | Path) -> PerceptionConfig:
+    """Read a perception config from a ``.toml`` or ``.json`` file (see docs/photos.md)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the perception config ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"{path}: a perception config must be a .toml or .json file")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the perception config must be a table/object at the top level")
+    return PerceptionConfig.from_dict(data, source=str(path))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spatialforge._optional import require
 from spatialforge.errors import SpatialForgeError
@@ -126,18 +126,20 @@ def load_image_file(path: Path, image_id: str, limits: ImageLimits = ImageLimits
                     focal_length_px: float | None = None) -> ImageItem | ItemFailure:
     """Open, verify and decode one image file."""
     source = str(path)
-    Image.MAX_IMAGE_PIXELS = None  # our own limit applies (limits.max_pixels), checked before decoding
+    # No PIL globals are touched: our own pixel limit is checked before decoding; PIL's bomb guard
+    # (twice Image.MAX_IMAGE_PIXELS) still fires first for giant files and is reported the same way.
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as probe:
                 probe.verify()  # catches truncated and corrupt files without decoding twice
             img = Image.open(path)
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
             if img.size[0] * img.size[1] > limits.max_pixels:
                 return ItemFailure(image_id, source, "load", "too_large",
                                    f"{source}: {img.size[0]}x{img.size[1]} exceeds the {limits.max_pixels} pixel limit")
             img.load()
+    except Image.DecompressionBombError as exc:
+        return ItemFailure(image_id, source, "load", "too_large", f"{source}: {exc}")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return ItemFailure(image_id, source, "load", "unreadable", f"{source}: cannot decode image ({exc})")
     return decode_image(img, image_id, source, limits, focal_length_px)

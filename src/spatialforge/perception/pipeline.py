@@ -41,6 +41,9 @@ __all__ = ["STAGE_ORDER", "PerceptionPipeline"]
 
 STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "embedder")
 
+# the option through which PerceptionConfig.score_threshold reaches each detector (its own option wins)
+DETECTOR_THRESHOLD = {"grounding-dino": "box_threshold", "owlv2": "score_threshold"}
+
 
 class PerceptionPipeline:
     """Runs the perception stages over images and writes scene folders. Stages are injected."""
@@ -67,6 +70,8 @@ class PerceptionPipeline:
             kwargs = dict(spec.options)
             if spec.backend not in ("none", "label", "box"):
                 kwargs.update(model_id=spec.model_id, device=config.device, dtype=config.dtype)
+            if kind == "detector" and config.score_threshold is not None and spec.backend in DETECTOR_THRESHOLD:
+                kwargs.setdefault(DETECTOR_THRESHOLD[spec.backend], config.score_threshold)
             shared = stages.get("filter")
             if (kind == "embedder" and spec.backend == "clip" and config.filter.backend == "clip"
                     and (spec.model_id or None) == (config.filter.model_id or None) and hasattr(shared, "embed_text")):
@@ -153,9 +158,9 @@ class PerceptionPipeline:
         dets: dict[str, Detections] = {}
         for it, raw in det_pairs:
             w, h = it.size
-            d = filter_detections(raw, w, h, score_threshold=cfg.score_threshold, iou_threshold=cfg.iou_threshold,
-                                  min_area_frac=cfg.min_area_frac, max_area_frac=cfg.max_area_frac,
-                                  max_detections=cfg.max_objects)
+            d = filter_detections(raw, w, h, score_threshold=cfg.score_threshold or 0.0,
+                                  iou_threshold=cfg.iou_threshold, min_area_frac=cfg.min_area_frac,
+                                  max_area_frac=cfg.max_area_frac, max_detections=cfg.max_objects)
             if len(d) == 0:
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
                                                   f"{it.source}: no object passed the detection filters "
@@ -202,7 +207,13 @@ class PerceptionPipeline:
         if cfg.low_memory:
             st["segmenter"].unload()
 
-        depth_pairs = self._isolated("depth", alive, lambda b: st["depth"]([i.image for i in b]), failed)
+        # a focal length the user gave or EXIF holds makes the depth metric for that camera (Depth Pro rescales)
+        depth_pairs = self._isolated(
+            "depth", alive,
+            lambda b: st["depth"]([i.image for i in b],
+                                  focal_lengths_px=[i.focal_length_px if i.focal_source in ("user", "exif") else None
+                                                    for i in b]),
+            failed)
         if cfg.low_memory:
             st["depth"].unload()
 

@@ -67,6 +67,11 @@ class Segmenter(Stage, Protocol):
 
 @runtime_checkable
 class DepthEstimator(Stage, Protocol):
-    def __call__(self, images: Sequence[np.ndarray]) -> list[DepthPrediction]:
-        """Metric z-depth per image, resized to the image's size."""
+    def __call__(self, images: Sequence[np.ndarray],
+                 focal_lengths_px: Sequence[float | None] | None = None) -> list[DepthPrediction]:
+        """Metric z-depth per image, resized to the image's size.
+
+        ``focal_lengths_px``: a known focal length (pixels of the image, from the user or EXIF) or
+        None per image; a backend whose depth scale depends on the focal length uses it.
+        """
         ...

@@ -42,7 +42,7 @@ DEFAULT_MODELS: dict[str, str] = {
     "clip": "openai/clip-vit-large-patch14",
     "grounding-dino": "IDEA-Research/grounding-dino-base",
     "owlv2": "google/owlv2-base-patch16-ensemble",
-    "florence2": "microsoft/Florence-2-large",
+    "florence2": "florence-community/Florence-2-large",  # native conversion of microsoft/Florence-2-large
     "sam": "facebook/sam-vit-huge",
     "sam2": "facebook/sam2.1-hiera-large",
     "depth-anything-v2": "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf",

@@ -98,9 +98,10 @@ class GivenDepth(_NoModel):
         self.fn = fn
         self.model_id = model_id
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[DepthPrediction]:
+    def __call__(self, images: Sequence[np.ndarray],
+                 focal_lengths_px: Sequence[float | None] | None = None) -> list[DepthPrediction]:
         out = []
-        for img in images:
+        for img in images:  # the given depth is already metric: a known focal length changes nothing
             depth, hfov = self.fn(img)
             out.append(DepthPrediction(depth=depth, model=self.model_id, hfov_deg=hfov))
         return out
