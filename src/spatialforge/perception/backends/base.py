@@ -69,12 +69,19 @@ class HFStage:
             self.model.eval()
 
     def unload(self) -> None:
+        """Drop the model. On an accelerator, collect cycles and return cached memory to the device
+        (what the low-memory mode needs); on the CPU dropping the references is enough."""
+        was_loaded, device = self.model is not None, self.device or "cpu"
         self.model = None
         self.processor = None
+        if not was_loaded or device == "cpu":
+            return
         gc.collect()
         torch = require("torch", extra="models")
-        if torch.cuda.is_available():
+        if device.startswith("cuda"):
             torch.cuda.empty_cache()
+        elif device == "mps" and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
 
     def _load(self) -> tuple[Any, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,213 @@
+"""Speed of the perception stages: images per second per stage and end to end, with batching.
+
+Run: ``python benchmarks/bench_perception.py [--n 24] [--size 320x240] [--batch-sizes 1,8]
+[--device auto] [--models tiny|DIR] [--json out.json]``.
+
+``--models tiny`` (default) builds tiny random models from configs (the test builders) in a temp
+folder: the figures then measure our plumbing (pre/post-processing, batching, mask and box work,
+the scene writing and the engine), not the networks. ``--models DIR`` uses real checkpoints in
+``DIR/{clip,gd,owl,florence,sam,sam2,da,dp}`` (or hub ids cached locally via ``--models hub``),
+which is what gives the figures a user will see on a GPU.
+
+Each stage is timed alone on the same synthetic photos after one warm-up batch (model loading is
+not timed), for every batch size; then the whole photo -> dataset path (default backends, the
+largest batch size) is timed end to end, including writing scenes and the geometry + QA engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tiny-model builders live with the tests
+
+from spatialforge import __version__  # noqa: E402
+from spatialforge.perception.backends import DEFAULT_MODELS, build_stage  # noqa: E402
+from spatialforge.perception.types import Detections  # noqa: E402
+from spatialforge.synth import SynthConfig, generate_scene  # noqa: E402
+
+TAGS = ["chair", "table", "mug", "lamp", "sofa", "box", "bottle", "book", "plant", "bowl", "laptop", "shelf"]
+BOXES_PER_IMAGE = 5
+
+# stage name -> (registry kind, backend, model key)
+STAGES = {
+    "clip filter": ("filter", "clip", "clip"),
+    "clip tags": ("filter", "clip", "clip"),
+    "grounding-dino": ("detector", "grounding-dino", "gd"),
+    "owlv2": ("detector", "owlv2", "owl"),
+    "florence2 (5 regions)": ("captioner", "florence2", "florence"),
+    "sam (5 boxes)": ("segmenter", "sam", "sam"),
+    "sam2 (5 boxes)": ("segmenter", "sam2", "sam2"),
+    "depth-anything-v2": ("depth", "depth-anything-v2", "da"),
+    "depth-pro": ("depth", "depth-pro", "dp"),
+    "clip text (5 captions)": ("embedder", "clip", "clip"),
+}
+HUB = {"clip": DEFAULT_MODELS["clip"], "gd": DEFAULT_MODELS["grounding-dino"], "owl": DEFAULT_MODELS["owlv2"],
+       "florence": DEFAULT_MODELS["florence2"], "sam": DEFAULT_MODELS["sam"], "sam2": DEFAULT_MODELS["sam2"],
+       "da": DEFAULT_MODELS["depth-anything-v2"], "dp": DEFAULT_MODELS["depth-pro"]}
+
+
+def build_tiny_models(root: Path) -> dict[str, str]:
+    from tests.perception.tiny_clip import build_tiny_clip
+    from tests.perception.tiny_depth import build_tiny_depth_anything, build_tiny_depth_pro
+    from tests.perception.tiny_detectors import build_tiny_grounding_dino, build_tiny_owlv2
+    from tests.perception.tiny_florence2 import build_tiny_florence2
+    from tests.perception.tiny_sam import build_tiny_sam, build_tiny_sam2
+
+    builders = {"clip": build_tiny_clip, "gd": build_tiny_grounding_dino, "owl": build_tiny_owlv2,
+                "florence": build_tiny_florence2, "sam": build_tiny_sam, "sam2": build_tiny_sam2,
+                "da": build_tiny_depth_anything, "dp": build_tiny_depth_pro}
+    return {k: str(b(root / k)) for k, b in builders.items()}
+
+
+def _boxes(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    x0 = rng.uniform(0, w * 0.7, BOXES_PER_IMAGE)
+    y0 = rng.uniform(0, h * 0.7, BOXES_PER_IMAGE)
+    bw = rng.uniform(0.1, 0.3, BOXES_PER_IMAGE) * w
+    bh = rng.uniform(0.1, 0.3, BOXES_PER_IMAGE) * h
+    return np.stack([x0, y0, np.minimum(x0 + bw, w), np.minimum(y0 + bh, h)], 1).astype(np.float32)
+
+
+def _call(name: str, stage: Any, images: list[np.ndarray], boxes: list[np.ndarray]) -> Any:
+    if name == "clip filter":
+        return stage(images)
+    if name == "clip tags":
+        return stage.tags(images, TAGS, 8)
+    if name in ("grounding-dino", "owlv2"):
+        return stage(images, [TAGS] * len(images))
+    if name.startswith("florence2"):
+        dets = [Detections(b, np.ones(len(b), np.float32), tuple(TAGS[:len(b)])) for b in boxes]
+        return stage(images, dets)
+    if name.startswith("sam"):
+        return stage(images, boxes)
+    if name.startswith("depth"):
+        return stage(images)
+    if name.startswith("clip text"):
+        # a different caption set per image, as in a run (the text cache would hide repeated sets)
+        return [stage.embed_text([f"{t} {i}" for t in TAGS[:BOXES_PER_IMAGE]]) for i in range(len(images))]
+    raise KeyError(name)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxes: list[np.ndarray],
+               batch: int, device: str, dtype: str) -> dict[str, Any]:
+    import torch
+
+    kind, backend, key = STAGES[name]
+    stage = build_stage(kind, backend, model_id=models[key], device=device, dtype=dtype)
+    stage.load()
+    _call(name, stage, images[:batch], boxes[:batch])  # warm-up (kernels, caches)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t0 = time.perf_counter()
+    for s in range(0, len(images), batch):
+        _call(name, stage, images[s:s + batch], boxes[s:s + batch])
+    _sync(device)
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    stage.unload()
+    return {"stage": name, "batch": batch, "images": len(images), "seconds": round(dt, 3),
+            "images_per_s": round(len(images) / dt, 2), "peak_gpu_mb": None if peak is None else round(peak)}
+
+
+def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, device: str, dtype: str) -> dict:
+    from spatialforge.perception.config import PerceptionConfig, StageSpec
+    from spatialforge.perception.pipeline import PerceptionPipeline
+    from spatialforge.pipeline.photos import PhotoSource, run_photos
+
+    cfg = PerceptionConfig(filter=StageSpec("clip", models["clip"], {"threshold": 0.0}),
+                           embedder=StageSpec("clip", models["clip"]),
+                           detector=StageSpec("grounding-dino", models["gd"]),
+                           captioner=StageSpec("florence2", models["florence"]),
+                           segmenter=StageSpec("sam2", models["sam2"]),
+                           depth=StageSpec("depth-anything-v2", models["da"]),
+                           device=device, dtype=dtype, batch_size=batch, score_threshold=0.0)
+    pipe = PerceptionPipeline.from_config(cfg)
+    for stage in pipe.stages.values():  # loading is not timed
+        stage.load()
+    t0 = time.perf_counter()
+    manifest = run_photos(PhotoSource(folder=photos), out, pipe, progress=False)
+    dt = time.perf_counter() - t0
+    p = manifest["perception"]
+    return {"batch": batch, "images": p["images"], "scenes": p["ok"], "failed_by_reason": p["failed_by_reason"],
+            "qa_pairs": manifest["counts"]["qa_pairs"], "seconds": round(dt, 3),
+            "images_per_s": round(p["images"] / dt, 2),
+            "per_stage": {k: {"images_per_s": v["images_per_s"], "seconds": v["seconds"],
+                              "peak_gpu_memory_mb": v["peak_gpu_memory_mb"]} for k, v in p["stages"].items()},
+            "engine_s": manifest["timings_s"]["wall"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=24, help="photos (default 24)")
+    ap.add_argument("--size", default="320x240", help="photo size WxH (default 320x240)")
+    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--models", default="tiny", help="tiny | hub | a folder of checkpoints")
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    import torch
+    from PIL import Image
+
+    from spatialforge.perception.backends.base import resolve_device
+
+    device = resolve_device(args.device)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    rng = np.random.default_rng(0)
+    images = [generate_scene(i, seed=99, config=SynthConfig(width=w, height=h)).image for i in range(args.n)]
+    boxes = [_boxes(rng, w, h) for _ in images]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.models == "tiny":
+            models = build_tiny_models(tmp / "models")
+        elif args.models == "hub":
+            models = dict(HUB)
+        else:
+            models = {k: str(Path(args.models) / k) for k in HUB}
+        rows = []
+        for name in [s.strip() for s in args.stages.split(",") if s.strip()]:
+            for b in batches:
+                row = time_stage(name, models, images, boxes, b, device, args.dtype)
+                rows.append(row)
+                print(f"{name:<24} batch {b:>2}: {row['images_per_s']:>8.2f} img/s", flush=True)
+        photos = tmp / "photos"
+        photos.mkdir()
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(photos / f"p{i:03d}.png")
+        e2e = end_to_end(models, photos, tmp / "out", max(batches), device, args.dtype)
+        print(f"end to end (batch {e2e['batch']}): {e2e['images_per_s']:.2f} img/s, {e2e['scenes']} scenes, "
+              f"{e2e['qa_pairs']} QA pairs")
+    result = {
+        "spatialforge": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "cpu_threads": torch.get_num_threads(), "models": args.models, "dtype": args.dtype,
+        "photos": args.n, "size": [w, h], "stages": rows, "end_to_end": e2e,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
