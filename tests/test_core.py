@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from spatialforge._optional import require
 from spatialforge.core.types import CameraIntrinsics, Gravity, ObjectAnnotation, RGBDScene
@@ -66,3 +67,24 @@ def test_containers_validate_with_expected_vs_actual():
     depth[1, 1] = 2.0
     scene = RGBDScene("s", img, depth, np.zeros((24, 32), np.int32), intr, ())
     assert scene.depth[0, 0] == 0 and scene.depth[5, 5] == 0 and scene.depth[1, 1] == 2.0
+
+
+def test_photo_path_imports_models_only_when_used(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "a.png")
+    code = textwrap.dedent(f"""
+        import sys
+        for mod in ("torch", "torchvision", "transformers", "datasets"):
+            sys.modules[mod] = None
+        from spatialforge.perception.config import PerceptionConfig
+        from spatialforge.perception.pipeline import PerceptionPipeline
+        pipe = PerceptionPipeline.from_config(PerceptionConfig())  # builds every default stage, loads nothing
+        from spatialforge.cli.main import main
+        rc = main(["generate", r"{photos}", "--out", r"{tmp_path}/o", "--no-progress"])
+        print("RC", rc)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "RC 2" in res.stdout
+    assert "pip install 'spatialforge[models]'" in res.stderr

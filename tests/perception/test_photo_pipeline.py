@@ -309,3 +309,31 @@ def test_box_segmenter_fills_boxes():
     img = np.zeros((H, W, 3), np.uint8)
     (ms,) = seg([img], [np.array([[10.2, 5.0, 20.0, 15.5]])])
     assert ms.masks.shape == (1, H, W) and ms.masks[0, 5:16, 10:20].all() and ms.masks[0].sum() == 11 * 10
+
+
+def test_huge_images_are_refused_or_downscaled(tmp_path):
+    from spatialforge.perception.image_io import ImageLimits, load_image_file
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(big)
+    refused = load_image_file(big, "big", ImageLimits(max_pixels=100_000))
+    assert refused.reason == "too_large" and "400x300" in refused.message and str(big) in refused.message
+    item = load_image_file(big, "big", ImageLimits(max_side=200), focal_length_px=400.0)
+    assert item.image.shape == (150, 200, 3)
+    assert item.meta == {"original_size": [400, 300], "mode": "RGB", "resized_to": [200, 150]}
+    assert item.focal_length_px == pytest.approx(200.0) and item.focal_source == "user"  # scaled with the image
+    # PIL's own decompression-bomb guard fires before our limit for absurd sizes: same reason, no crash
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(40_000, 40_000))
+    assert load_image_file(bomb, "bomb").reason in ("too_large", "unreadable")
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
