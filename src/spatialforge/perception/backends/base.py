@@ -8,12 +8,16 @@ would; with ``HF_HUB_OFFLINE=1`` only cached or local models load.
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
+
+import numpy as np
 
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError
 
-__all__ = ["DTYPES", "HFStage", "resolve_device", "torch_dtype"]
+__all__ = ["DTYPES", "HFStage", "as_rgb", "image_list", "positive_int", "resolve_device", "torch_dtype"]
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -105,3 +109,37 @@ class HFStage:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model_id={self.model_id!r}, device={self.device_name!r}, "
                 f"dtype={self.dtype_name!r})")
+
+
+# -- input validation shared by the backends
+def positive_int(value: Any, what: str) -> int:
+    """An option that must be an integer >= 1 (``ConfigError`` otherwise; ``True`` is not an integer)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def as_rgb(image: Any, index: int) -> np.ndarray:
+    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A batch of images (a list, or an (N, H, W, 3) array) as a list of RGB arrays."""
+    if isinstance(images, np.ndarray) and images.ndim < 4:
+        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
+                         f"got one array of shape {images.shape}")
+    return [as_rgb(img, i) for i, img in enumerate(images)]

@@ -23,7 +23,7 @@ import numpy as np
 
 from spatialforge.errors import ConfigError
 from spatialforge.perception.ambiguity import near_duplicate_groups  # re-exported
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int
 from spatialforge.perception.types import FilterDecision
 
 __all__ = [
@@ -71,12 +71,6 @@ _MAX_CACHED_TEXT_SETS = 32  # label sets / vocabularies whose text embeddings ar
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def _label_set(labels: Sequence[str], what: str) -> tuple[str, ...]:
     if isinstance(labels, str) or not isinstance(labels, Sequence):
         raise ConfigError(f"{what} must be a sequence of strings, got {type(labels).__name__}")
@@ -100,31 +94,6 @@ def _text_list(texts: Sequence[str], what: str) -> list[str]:
         if not isinstance(t, str):
             raise ValueError(f"{what}: every entry must be a string, got {type(t).__name__} {t!r}")
     return out
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB view of ``image``; (H, W) and (H, W, 1) gray and (H, W, 4) RGBA are converted."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim < 4:
-        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
-                         f"got one array of shape {images.shape}")
-    return [_as_rgb(img, i) for i, img in enumerate(images)]
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -152,8 +121,8 @@ class _ClipStage(HFStage):
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  batch_size: int = 16, text_batch_size: int = 256, **options: Any) -> None:
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.text_batch_size = _positive_int(text_batch_size, "text_batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.text_batch_size = positive_int(text_batch_size, "text_batch_size")
         self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         self._text_cache_model: Any = None
 
@@ -290,7 +259,7 @@ class ClipFilter(_ClipStage):
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[FilterDecision]:
         """One :class:`FilterDecision` per image: ``keep``, the most probable label, all label probabilities."""
-        imgs = _image_list(images)
+        imgs = image_list(images)
         if not imgs:
             return []
         labels = self.labels
@@ -315,7 +284,7 @@ class ClipFilter(_ClipStage):
         it; ties keep vocabulary order. Repeated entries count once; ``top_k`` larger than the
         vocabulary returns all of it. The vocabulary's embeddings are cached per vocabulary.
         """
-        imgs = _image_list(images)
+        imgs = image_list(images)
         vocab = list(dict.fromkeys(_text_list(vocabulary, "vocabulary")))
         if any(not v.strip() for v in vocab):
             raise ValueError("vocabulary: entries must be non-empty strings")

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int
 from spatialforge.perception.types import DepthPrediction
 
 __all__ = ["DepthAnythingV2Depth", "DepthProDepth"]
@@ -68,37 +68,6 @@ _METRIC_DEPTH_ANYTHING = ("depth-anything/Depth-Anything-V2-Metric-Indoor-{Small
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim < 4:
-        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
-                         f"got one array of shape {images.shape}")
-    return [_as_rgb(img, i) for i, img in enumerate(images)]
-
-
 def _focal_list(focal_lengths_px: Sequence[float | None] | None, n: int) -> list[float | None]:
     """One known focal length (pixels, finite > 0) or None per image."""
     if focal_lengths_px is None:
@@ -133,7 +102,7 @@ class _DepthStage(HFStage):
             batch_size: images per forward.
         """
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
 
     def __call__(self, images: Sequence[np.ndarray],
                  focal_lengths_px: Sequence[float | None] | None = None) -> list[DepthPrediction]:
@@ -144,7 +113,7 @@ class _DepthStage(HFStage):
             focal_lengths_px: optionally, a known focal length in pixels (or None) per image; Depth
                 Pro scales its depth with it, Depth Anything's metric head does not use it.
         """
-        imgs = _image_list(images)
+        imgs = image_list(images)
         focals = _focal_list(focal_lengths_px, len(imgs))
         if not imgs:
             return []

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, as_rgb, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["ARTICLES", "MODES", "NATIVE_CHECKPOINTS", "REGION_TASKS", "Florence2Captioner", "box_to_loc_tokens",
@@ -142,20 +142,6 @@ def crop_box(box: Sequence[float] | np.ndarray, width: int, height: int, margin:
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ConfigError(f"florence2: {what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: expected a non-empty (H, W, 3) uint8 RGB array, "
-                         f"got shape {img.shape} dtype {img.dtype}")
-    return np.ascontiguousarray(img)
-
-
 # ----------------------------------------------------------------------------- the stage
 class Florence2Captioner(HFStage):
     """Region captions with Florence-2 (see the module docstring for the modes and the cleaning).
@@ -191,9 +177,9 @@ class Florence2Captioner(HFStage):
             raise ConfigError(f"florence2: task must be one of {', '.join(REGION_TASKS)}, got {task!r}")
         self.mode = mode
         self.task = task
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
-        self.max_words = _positive_int(max_words, "max_words")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+        self.max_words = positive_int(max_words, "max_words")
         if isinstance(crop_margin, bool) or not isinstance(crop_margin, Real) or not math.isfinite(crop_margin) \
                 or crop_margin < 0:
             raise ConfigError(f"florence2: crop_margin must be a finite number >= 0, got {crop_margin!r}")
@@ -217,7 +203,7 @@ class Florence2Captioner(HFStage):
         """One tuple of captions per image, one caption per box, in the detections' order."""
         if isinstance(images, np.ndarray) and images.ndim < 4:
             raise ValueError(f"images must be a sequence of (H, W, 3) arrays, got one array of shape {images.shape}")
-        imgs = [_as_rgb(img, i) for i, img in enumerate(images)]
+        imgs = [as_rgb(img, i) for i, img in enumerate(images)]
         dets = list(detections)
         if len(dets) != len(imgs):
             raise ValueError(f"got {len(imgs)} images but {len(dets)} detection sets")

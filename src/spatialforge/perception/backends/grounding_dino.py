@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "GroundingDinoDetector"]
@@ -62,41 +62,10 @@ _DELIMITERS = str.maketrans({".": " ", "?": " "})
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def _threshold(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{what} must be a finite number >= 0 (a probability; > 1 keeps nothing), got {value!r}")
     return float(value)
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim < 4:
-        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
-                         f"got one array of shape {images.shape}")
-    return [_as_rgb(img, i) for i, img in enumerate(images)]
 
 
 def _prompt_lists(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
@@ -170,9 +139,9 @@ class GroundingDinoDetector(HFStage):
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
         self.box_threshold = _threshold(box_threshold, "box_threshold")
         self.text_threshold = _threshold(text_threshold, "text_threshold")
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
         if max_text_tokens is not None:
-            max_text_tokens = _positive_int(max_text_tokens, "max_text_tokens")
+            max_text_tokens = positive_int(max_text_tokens, "max_text_tokens")
             if max_text_tokens < 3:
                 raise ConfigError(f"max_text_tokens must be >= 3 ([CLS] phrase . [SEP]), got {max_text_tokens}")
         self.max_text_tokens = max_text_tokens
@@ -225,7 +194,7 @@ class GroundingDinoDetector(HFStage):
     # -- inference
     def __call__(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[str]]) -> list[Detections]:
         """One raw :class:`Detections` per image, for that image's prompts (labels are prompts)."""
-        imgs = _image_list(images)
+        imgs = image_list(images)
         pairs = [_unique_phrases(p, i) for i, p in enumerate(_prompt_lists(prompts, len(imgs)))]
         if not any(pairs):
             return [Detections.empty() for _ in imgs]

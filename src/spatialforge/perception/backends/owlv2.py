@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "DEFAULT_QUERY_TEMPLATE", "Owlv2Detector"]
@@ -51,37 +51,6 @@ DEFAULT_QUERY_TEMPLATE = "a photo of a {phrase}"
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim < 4:
-        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
-                         f"got one array of shape {images.shape}")
-    return [_as_rgb(img, i) for i, img in enumerate(images)]
-
-
 def _unique_prompts(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
     """Per image, its prompts validated, with repeats (after lower-casing / whitespace) removed."""
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
@@ -132,7 +101,7 @@ class Owlv2Detector(HFStage):
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"query_template {query_template!r} is not a valid format string: {exc}") from None
         self.query_template = query_template
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
 
     # -- lifecycle
     def _load(self) -> tuple[Any, Any]:
@@ -144,7 +113,7 @@ class Owlv2Detector(HFStage):
     # -- inference
     def __call__(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[str]]) -> list[Detections]:
         """One raw :class:`Detections` per image, for that image's prompts (labels are prompts)."""
-        imgs = _image_list(images)
+        imgs = image_list(images)
         labels = _unique_prompts(prompts, len(imgs))
         out = [Detections.empty() for _ in imgs]
         todo = [i for i, lab in enumerate(labels) if lab]

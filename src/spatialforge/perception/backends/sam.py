@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int
 from spatialforge.perception.types import MaskSet
 
 __all__ = ["Sam2Segmenter", "SamSegmenter"]
@@ -43,37 +43,6 @@ _POSTPROCESS_CHUNK = 8  # masks upscaled to the original size at once (bounds th
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _as_rgb(image: Any, index: int) -> np.ndarray:
-    """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected uint8 pixels, got dtype {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"image {index}: expected an (H, W, 3) RGB array, got shape {img.shape}")
-    if img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {img.shape}")
-    return np.ascontiguousarray(img)
-
-
-def _image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim < 4:
-        raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
-                         f"got one array of shape {images.shape}")
-    return [_as_rgb(img, i) for i, img in enumerate(images)]
-
-
 def _box_array(boxes: Any, index: int, height: int, width: int) -> np.ndarray:
     """(N, 4) float64 pixel xyxy boxes of image ``index``, validated and clipped to the image."""
     try:
@@ -115,8 +84,8 @@ class _SamFamilySegmenter(HFStage):
             mask_threshold: the logit above which a pixel is inside the mask.
         """
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.box_batch_size = _positive_int(box_batch_size, "box_batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.box_batch_size = positive_int(box_batch_size, "box_batch_size")
         if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, Real) or not np.isfinite(mask_threshold):
             raise ConfigError(f"mask_threshold must be a finite number, got {mask_threshold!r}")
         self.mask_threshold = float(mask_threshold)
@@ -147,7 +116,7 @@ class _SamFamilySegmenter(HFStage):
         Raises:
             ValueError: bad images or boxes, or a different number of box arrays than images.
         """
-        imgs = _image_list(images)
+        imgs = image_list(images)
         if isinstance(boxes, np.ndarray) or not isinstance(boxes, Sequence):
             raise ValueError("boxes must be a sequence with one (N, 4) array per image")
         if len(boxes) != len(imgs):
