@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DatasetError",
     "MissingExtraError",
     "SceneError",
     "SceneFormatError",
@@ -22,6 +23,14 @@ class SpatialForgeError(Exception):
 
 class ConfigError(SpatialForgeError, ValueError):
     """A configuration value is invalid."""
+
+
+class DatasetError(SpatialForgeError):
+    """A dataset on disk is missing files or holds malformed ones; the message names the file and field."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class MissingExtraError(SpatialForgeError, ImportError):

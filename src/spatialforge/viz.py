@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 
 from spatialforge.core.types import RGBDScene, SceneGraph
 
-__all__ = ["colorize_depth", "project_points", "render_depth", "render_overlay", "render_scene_graph"]
+__all__ = ["colorize_depth", "project_points", "render_depth", "render_heatmap", "render_overlay", "render_scene_graph"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
@@ -162,4 +162,22 @@ def render_overlay(scene: RGBDScene, alpha: float = 0.45, min_width: int = 480) 
         y = 4 + r * row_h
         d.rectangle([img.width + 8, y + 2, img.width + 18, y + 12], fill=color)
         d.text((img.width + 24, y), text, fill=(0, 0, 0))
+    return out
+
+
+def render_heatmap(image: np.ndarray, heat: np.ndarray, title: str = "", alpha: float = 0.55) -> Image.Image:
+    """An affordance heatmap (values in [0, 1], the image's size) blended over the image, with a title."""
+    if heat.shape != image.shape[:2]:
+        raise ValueError(f"heatmap {heat.shape} does not match the image {image.shape[:2]}")
+    h = np.clip(np.nan_to_num(heat.astype(np.float64)), 0.0, 1.0)
+    t = h * (len(_RAMP) - 1)
+    i = np.minimum(t.astype(int), len(_RAMP) - 2)
+    f = (t - i)[..., None]
+    colour = _RAMP[i] * (1 - f) + _RAMP[i + 1] * f
+    w = (alpha * h)[..., None]  # cold regions keep the photo, hot ones take the colour
+    mixed = image.astype(np.float64) * (1 - w) + colour * w
+    img = Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+    out = Image.new("RGB", (img.width, img.height + 20), (255, 255, 255))
+    out.paste(img, (0, 0))
+    ImageDraw.Draw(out).text((4, img.height + 4), f"{title}  (max {float(h.max()):.2f})", fill=(0, 0, 0))
     return out

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render boxes, captions and a top-down map of one scene to a PNG.")
     p.add_argument("scene_dir", type=Path, help="a scene folder")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default SCENE_DIR/scene_graph.png)")
+    from spatialforge.cli.afford import add_afford
+
+    add_afford(sub)
     return parser
 
 
@@ -360,8 +363,15 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_afford(args) -> int:
+    from spatialforge.cli.afford import run_afford
+
+    return run_afford(args)
+
+
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
-             "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect}
+             "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
+             "afford": _cmd_afford}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

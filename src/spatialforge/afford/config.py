@@ -1,0 +1,208 @@
+"""AffordanceCLIP configuration: the model and the training run (torch-free).
+
+A config file is TOML or JSON with a ``[model]`` and a ``[train]`` table; command-line overrides
+are ``section.key=value`` strings (``train.lr=3e-4``, ``model.fpn_dim=128``), parsed with the type
+of the field they set. Unknown keys are errors that name the file (or override) and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from spatialforge.errors import ConfigError
+
+__all__ = ["AffordConfig", "ModelConfig", "TrainConfig", "apply_overrides", "load_afford_config"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The frozen CLIP (any open_clip ModifiedResNet CLIP) and the trainable FPN + head."""
+
+    clip_model: str = "RN101-quickgelu"  # open_clip name, or "local-dir:/path" / "hf-hub:org/repo"
+    clip_pretrained: str | None = "openai"  # open_clip tag or weights file; None = random init
+    image_size: int = 224  # square input; the attention pool's position embedding is interpolated if not 224
+    fpn_dim: int = 256  # C': channels inside the FPN
+    normalize_pixels: bool = False  # False: dot product with the raw pixel embedding (as the paper); True: cosine
+    logit_scale_init: float = 1.0
+    logit_bias_init: float = -3.0
+    templates: str | tuple[str, ...] = "ensemble"  # inference prompt templates (prompts.TEMPLATE_SETS or a list)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.image_size % 32:
+            raise ConfigError(f"model.image_size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if self.fpn_dim < 1:
+            raise ConfigError(f"model.fpn_dim must be >= 1, got {self.fpn_dim}")
+        if self.logit_scale_init <= 0:
+            raise ConfigError(f"model.logit_scale_init must be > 0, got {self.logit_scale_init}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A referring-segmentation training run (RefCOCO family, or the synthetic shapes task)."""
+
+    data_root: str | None = None  # the refer distribution's data folder
+    # any of refcoco[/unc|google], refcoco+[/unc|google], refcocog[/umd|google], or "shapes" (synthetic)
+    datasets: tuple[str, ...] = ("refcoco/unc",)
+    split: str = "train"
+    val_datasets: tuple[str, ...] = ("refcoco/unc",)
+    val_split: str = "val"
+    image_dir: str | None = None  # COCO train2014 images (default: the refer layout under data_root)
+    steps: int = 20000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    schedule: str = "cosine"  # cosine | linear | constant (after warm-up)
+    min_lr_ratio: float = 0.05
+    loss: str = "bce"  # bce: mean over all pixels | balanced: mean of the positive and the negative pixels' means
+    amp: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | off | bf16 | fp16
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    log_every: int = 50
+    val_every: int = 1000
+    val_max_refs: int | None = 1000  # None: the whole validation split
+    save_every: int = 1000
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "grad_accum", "log_every", "val_every", "save_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.workers < 0:
+            raise ConfigError("train.lr must be > 0 and weight_decay, warmup_steps, workers >= 0")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
+        if self.loss not in ("bce", "balanced"):
+            raise ConfigError(f"train.loss must be bce or balanced, got {self.loss!r}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.val_max_refs is not None and self.val_max_refs < 1:
+            raise ConfigError(f"train.val_max_refs must be >= 1 or none, got {self.val_max_refs}")
+
+
+@dataclass(frozen=True)
+class AffordConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AffordConfig:
+        unknown = sorted(set(data) - {"model", "train"})
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)} (known: model, train)")
+        parts = {}
+        for name, klass in (("model", ModelConfig), ("train", TrainConfig)):
+            table = data.get(name, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table")
+            known = {f.name: f for f in fields(klass)}
+            bad = sorted(set(table) - set(known))
+            if bad:
+                raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(bad)}")
+            try:
+                parts[name] = klass(**{k: _coerce(v, known[k].type, f"{name}.{k}") for k, v in table.items()})
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        return cls(**parts)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check / convert ``value`` to a field's annotated type (annotations are strings here)."""
+    text = str(annotation).replace(" ", "")
+    options = text.split("|")
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in options):
+        if "None" in options:
+            return None
+        raise ConfigError(f"{where} cannot be none")
+    for opt in options:
+        if opt.startswith("tuple["):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+    for opt in options:
+        kind = _TYPES.get(opt)
+        if kind is None:
+            continue
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            continue
+        if isinstance(value, bool):
+            continue
+        if kind is float and isinstance(value, (int, float)):
+            return float(value)
+        if kind is int and isinstance(value, int):
+            return value
+        if kind is str and isinstance(value, str):
+            return value
+        if isinstance(value, str) and kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+
+
+def apply_overrides(config: AffordConfig, overrides: list[str] | tuple[str, ...]) -> AffordConfig:
+    """Apply ``section.key=value`` strings, e.g. ``["train.lr=3e-4", "model.clip_pretrained=none"]``."""
+    sections = {"model": config.model, "train": config.train}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"override {item!r}: expected section.key=value (e.g. train.lr=3e-4)")
+        if section not in sections:
+            raise ConfigError(f"override {item!r}: unknown section {section!r} (known: model, train)")
+        known = {f.name: f for f in fields(type(sections[section]))}
+        if name not in known:
+            raise ConfigError(f"override {item!r}: unknown key {name!r} in [{section}] "
+                              f"(known: {', '.join(sorted(known))})")
+        coerced = _coerce(value.strip(), known[name].type, key)
+        try:
+            sections[section] = replace(sections[section], **{name: coerced})
+        except ConfigError as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from None
+    return AffordConfig(model=sections["model"], train=sections["train"])
+
+
+def load_afford_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AffordConfig:
+    """The defaults, or a ``.toml`` / ``.json`` file, then the overrides."""
+    config = AffordConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            elif path.suffix.lower() == ".toml":
+                data = tomllib.loads(text)
+            else:
+                raise ConfigError(f"{path}: a config must be a .toml or .json file")
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a table/object at the top level")
+        config = AffordConfig.from_dict(data, source=str(path))
+    return apply_overrides(config, overrides)
+
