@@ -7,13 +7,12 @@ of the field they set. Unknown keys are errors that name the file (or override) 
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
+from spatialforge.io.config_file import read_config_file
 
 __all__ = ["AffordConfig", "ModelConfig", "TrainConfig", "apply_overrides", "load_afford_config"]
 
@@ -187,22 +186,6 @@ def load_afford_config(path: str | Path | None, overrides: list[str] | tuple[str
     """The defaults, or a ``.toml`` / ``.json`` file, then the overrides."""
     config = AffordConfig()
     if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            elif path.suffix.lower() == ".toml":
-                data = tomllib.loads(text)
-            else:
-                raise ConfigError(f"{path}: a config must be a .toml or .json file")
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the config must be a table/object at the top level")
-        config = AffordConfig.from_dict(data, source=str(path))
+        config = AffordConfig.from_dict(read_config_file(path, "config"), source=str(path))
     return apply_overrides(config, overrides)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from spatialforge._device import resolve_device as _resolve_device
 from spatialforge._optional import require
 from spatialforge.afford.prompts import expand_prompts
 from spatialforge.afford.transforms import Letterbox, letterbox, unletterbox
@@ -25,20 +26,8 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
 
 def resolve_device(device: str) -> str:
-    torch = require("torch", extra="afford")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    from spatialforge.errors import ConfigError
-
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return device
+    """``auto`` -> cuda, else mps, else cpu (see :func:`spatialforge._device.resolve_device`)."""
+    return _resolve_device(device, extra="afford")
 
 
 def to_rgb_array(image: Any, index: int = 0) -> np.ndarray:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
+from spatialforge.io.config_file import read_config_file
 from spatialforge.perception.image_io import ImageLimits
 from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
 
@@ -134,20 +133,5 @@ class PerceptionConfig:
 
 def load_perception_config(path: str | Path) -> PerceptionConfig:
     """Read a perception config from a ``.toml`` or ``.json`` file (see docs/photos.md)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the perception config ({exc.strerror or exc})") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        elif path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise ConfigError(f"{path}: a perception config must be a .toml or .json file")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()} ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the perception config must be a table/object at the top level")
+    data = read_config_file(path, "perception config")
     return PerceptionConfig.from_dict(data, source=str(path))

@@ -14,28 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from spatialforge._device import resolve_device
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError
 
 __all__ = ["DTYPES", "HFStage", "as_rgb", "image_list", "positive_int", "resolve_device", "torch_dtype"]
 
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> cuda if available, else mps, else cpu; other values are validated."""
-    torch = require("torch", extra="models", feature="model backends")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return device
 
 
 def torch_dtype(name: str) -> Any:
