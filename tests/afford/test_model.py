@@ -219,3 +219,25 @@ def test_config_files_and_overrides(tmp_path):
     p.write_text("[optim]\n")
     with pytest.raises(ConfigError, match="unknown section"):
         load_afford_config(p)
+
+
+def test_full_size_rn101_architecture_random_init():
+    """The default architecture, built offline without weights: feature strides and sizes at 224 px."""
+    torch.manual_seed(0)
+    m = AffordanceCLIP.from_config(ModelConfig(clip_pretrained=None)).eval()
+    assert m.clip.signature() == {"channels": [512, 1024, 2048], "embed_dim": 512}
+    c8, c16, c32, g = m.clip.image_features(torch.randn(1, 3, 224, 224))
+    assert (c8.shape, c16.shape, c32.shape, g.shape) == ((1, 512, 28, 28), (1, 1024, 14, 14), (1, 2048, 7, 7),
+                                                         (1, 512))
+    counts = count_parameters(m)
+    assert counts["trainable"] == 3_346_690 and counts["requires_grad"] == counts["trainable"]
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(__import__("os").environ.get("SPATIALFORGE_WEIGHTS") != "1",
+                    reason="set SPATIALFORGE_WEIGHTS=1 (downloads / uses cached openai RN101 weights)")
+def test_real_openai_rn101_text_embeddings_are_meaningful():
+    m = AffordanceCLIP.from_config(ModelConfig()).eval()
+    t = m.clip.text_features(["a photo of a cat", "a photo of a kitten", "a tax form"])
+    sims = (t @ t.T).numpy()
+    assert sims[0, 1] > sims[0, 2] + 0.05
