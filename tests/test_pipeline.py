@@ -19,7 +19,7 @@ from spatialforge.pipeline import GenerateConfig, run_generate
 from spatialforge.qa import QAConfig
 
 BROKEN = "synth_000002_broken"
-QA_KEYS = {"id", "type", "kind", "question", "answer", "value", "unit", "subjects", "roles"}
+QA_KEYS = {"id", "type", "kind", "question", "answer", "value", "unit", "subjects", "roles", "names"}
 KINDS = {"quantitative", "yes_no", "choice"}
 
 
@@ -205,6 +205,12 @@ def test_hf_qa_records(hf_rows, scenes):
             assert len(q["roles"]) == len(q["subjects"])
             assert set(q["roles"]) <= {"A", "B", "C"}
             assert len(set(q["roles"])) == len(q["roles"])
+            assert len(q["names"]) == len(q["subjects"])
+            for name in q["names"]:  # every subject is named in the question as the QA engine referred to it
+                assert name.lower() in q["question"].lower(), (name, q["question"])
+            if q["kind"] == "choice":  # the answer names the chosen object
+                chosen = q["names"][q["subjects"].index(int(q["value"]))]
+                assert chosen.split()[-1].lower() in q["answer"].lower(), (chosen, q["answer"])
             assert np.isfinite(q["value"])
             if q["kind"] == "yes_no":
                 assert q["value"] in (0.0, 1.0) and q["unit"] == "bool"

@@ -381,6 +381,7 @@ class QAPair:
     unit: str
     subjects: tuple[int, ...]
     roles: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  # how the question refers to each subject ("the red mug"), same order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -393,4 +394,5 @@ class QAPair:
             "unit": self.unit,
             "subjects": list(self.subjects),
             "roles": list(self.roles),
+            "names": list(self.names),
         }

@@ -45,6 +45,7 @@ _QA_TYPE = pa.struct([
     ("unit", pa.string()),
     ("subjects", pa.list_(pa.int32())),
     ("roles", pa.list_(pa.string())),
+    ("names", pa.list_(pa.string())),
 ])
 _CONTENT = pa.struct([("type", pa.string()), ("text", pa.string())])
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(_CONTENT))])

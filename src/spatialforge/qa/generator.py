@@ -193,6 +193,7 @@ def generate_qa(graph: SceneGraph, config: QAConfig | None = None) -> QAResult:
                 unit=t.unit,
                 subjects=tuple(roles[r].id for r in order),
                 roles=tuple(order),
+                names=tuple(refs[roles[r].id].text for r in order),
             ))
             made = True
             break
