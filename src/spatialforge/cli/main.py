@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene_dir", type=Path, help="a scene folder")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default SCENE_DIR/scene_graph.png)")
     from spatialforge.cli.afford import add_afford
+    from spatialforge.cli.eval import add_eval
 
     add_afford(sub)
+    add_eval(sub)
     return parser
 
 
@@ -363,6 +365,12 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from spatialforge.cli.eval import run_eval_command
+
+    return run_eval_command(args)
+
+
 def _cmd_afford(args) -> int:
     from spatialforge.cli.afford import run_afford
 
@@ -371,7 +379,7 @@ def _cmd_afford(args) -> int:
 
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
              "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
-             "afford": _cmd_afford}
+             "afford": _cmd_afford, "eval": _cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,132 @@
+"""The protocol every spatial-VQA model backend implements, and the prompt they all send.
+
+A backend answers a batch of :class:`~spatialforge.eval.types.BenchmarkItem` with one
+:class:`ModelAnswer` per item, in input order. A problem with one item (an unreadable image, an
+HTTP 400, a malformed response, a timeout after the retries) becomes that item's answer with
+``text=None`` and ``error`` set; ``answer`` raises only for configuration errors (bad key, wrong
+URL or model) or when no item could be answered at all.
+
+Blind mode (the language-prior baseline): ``answer(items, use_image=False)`` asks the same
+question without the image. Every backend accepts the ``use_image`` keyword; one that never sees
+images (the prior baseline) ignores it. :class:`~spatialforge.eval.models.baselines.BlindModel`
+wraps any backend and always passes ``use_image=False``.
+
+The prompt (:func:`build_prompt`): the benchmark question verbatim, then one short instruction
+that asks for a direct answer in a form the answer parser reads, chosen by the item's kind and
+unit, without hinting at any value:
+
+* lengths (unit ``m``): "Answer directly with a single value and its unit of length."
+* ratios: "Answer directly with a single number."
+* clock directions: "Answer directly with a clock direction: an hour from 1 to 12."
+* yes/no: "Answer directly with yes or no."
+* choice: "Answer directly with one of: <option 1>; <option 2>."
+
+Without the image the prompt adds "No image is available; give your best guess." so that the
+blind baseline measures the language prior instead of counting refusals. Style ``plain`` sends the
+question alone. :data:`SYSTEM_PROMPT` is the same for every item and names no image, so it also
+fits blind mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from spatialforge.errors import ConfigError
+from spatialforge.eval.types import BenchmarkItem
+
+__all__ = [
+    "BLIND_NOTE",
+    "PROMPT_STYLES",
+    "SYSTEM_PROMPT",
+    "ModelAnswer",
+    "VQAModel",
+    "build_prompt",
+    "check_prompt_style",
+]
+
+SYSTEM_PROMPT = (
+    "You answer questions about the 3D spatial layout of a scene: the distances, sizes and relative "
+    "positions of its objects. Answer directly and briefly."
+)
+
+PROMPT_STYLES = ("default", "plain")
+
+BLIND_NOTE = "No image is available; give your best guess."
+
+_QUANT_INSTRUCTIONS = {
+    "m": "Answer directly with a single value and its unit of length.",
+    "ratio": "Answer directly with a single number.",
+    "clock": "Answer directly with a clock direction: an hour from 1 to 12.",
+}
+_YES_NO_INSTRUCTION = "Answer directly with yes or no."
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """A model's answer to one item.
+
+    ``text``: the raw answer (``None`` when the item failed; ``error`` then says why in one line).
+    ``latency_s``: seconds of the request that produced the answer (the last attempt).
+    ``meta``: backend details, e.g. ``attempts``, ``finish_reason``, ``usage``.
+    """
+
+    id: str
+    text: str | None
+    error: str | None = None
+    latency_s: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None and self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "error": self.error, "latency_s": self.latency_s,
+                "meta": dict(self.meta)}
+
+
+@runtime_checkable
+class VQAModel(Protocol):
+    """A model backend (``openai:gpt-4o``, ``hf:Qwen/Qwen2.5-VL-3B-Instruct``, ``blind:...``, ``prior``)."""
+
+    name: str
+
+    def answer(self, items: Sequence[BenchmarkItem], *, progress: bool = False,
+               use_image: bool = True) -> list[ModelAnswer]:
+        """One answer per item, in input order. ``use_image=False``: ask without the image (blind).
+
+        A per-item failure is an answer with ``text=None`` and ``error`` set; raises
+        :class:`~spatialforge.errors.SpatialForgeError` only for a configuration error or a total failure.
+        """
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration for the run manifest: JSON-serialisable, never a secret."""
+        ...
+
+
+def check_prompt_style(style: str) -> str:
+    """``style`` if it is a known prompt style, else :class:`ConfigError` listing them."""
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"unknown prompt style {style!r}; use one of: {', '.join(PROMPT_STYLES)}")
+    return style
+
+
+def build_prompt(item: BenchmarkItem, style: str = "default", *, with_image: bool = True) -> str:
+    """The user prompt for ``item``: the question plus a short answer-format instruction (see the module doc)."""
+    check_prompt_style(style)
+    question = item.question.strip()
+    if style == "plain":
+        return question
+    if item.kind == "quantitative":
+        instruction = _QUANT_INSTRUCTIONS.get(item.unit, "Answer directly with a single value.")
+    elif item.kind == "yes_no":
+        instruction = _YES_NO_INSTRUCTION
+    else:
+        instruction = "Answer directly with one of: " + "; ".join(o.strip() for o in item.options) + "."
+    parts = [question, instruction]
+    if not with_image:
+        parts.append(BLIND_NOTE)
+    return "\n".join(parts)

@@ -1,0 +1,186 @@
+"""Evaluation runs: ask a model every question (resumable), or score answers produced elsewhere.
+
+A run folder holds ``records.jsonl`` (one scored record per question, appended chunk by chunk
+and flushed, so an interrupted run loses at most the chunk in flight), ``summary.json`` and
+``summary.md`` (metrics with bootstrap confidence intervals, overall, per kind and per type) and
+``run.json`` (the benchmark, the model's settings, counts, timings). Re-running the same command
+skips every question that already has an answer; questions whose model call failed are asked
+again. Records are keyed by the QA ``id``; when an id appears twice, the last record wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from spatialforge.errors import DatasetError
+from spatialforge.eval.answers import parse_answer
+from spatialforge.eval.metrics import score_item, summarize, write_summary
+from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
+from spatialforge.io.dataset import atomic_write_json
+
+__all__ = ["read_answers", "read_records", "record_for", "run_eval", "score_answers"]
+
+RECORDS = "records.jsonl"
+
+
+def record_for(item: BenchmarkItem, text: str | None, error: str | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse and score one answer (a failed model call counts as unanswered, with its error)."""
+    parsed = (parse_answer(text, item.kind, item.unit, item.options) if text is not None and error is None
+              else ParsedAnswer("no_answer", flags=("model_error",) if error else ("missing",)))
+    rec = score_item(item, parsed, text or "")
+    if error is not None:
+        rec["error"] = error
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def read_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Records by id (last wins). A torn last line (an interrupted write) is ignored."""
+    path = Path(path)
+    out: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return out
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # the run was interrupted mid-write
+                continue
+            raise DatasetError(f"{path}:{n}: not a JSON record", path=str(path)) from None
+        if isinstance(rec, dict) and "id" in rec:
+            out[str(rec["id"])] = rec
+    return out
+
+
+def _append(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("a") as f:
+        for rec in records:
+            f.write(json.dumps(rec, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for rec in records:
+            f.write(json.dumps(rec, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chunk_size: int = 32,
+             use_image: bool = True, progress: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Ask ``model`` every question of ``benchmark`` not yet answered in ``out_dir``; score; summarise."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RECORDS
+    done = read_records(path)
+    if done:  # compact: one line per id, torn lines dropped
+        _rewrite(path, done.values())
+    todo = [it for it in benchmark.items if it.id not in done or done[it.id].get("error")]
+    resumed = len(benchmark.items) - len(todo)
+    start = time.perf_counter()
+    errors: Counter[str] = Counter()
+    bar = tqdm(total=len(benchmark.items), initial=resumed, desc=f"eval {model.name}", unit="q",
+               disable=not progress, file=sys.stderr)
+    for s in range(0, len(todo), chunk_size):
+        chunk = todo[s:s + chunk_size]
+        answers = model.answer(chunk, progress=False, use_image=use_image)
+        if len(answers) != len(chunk):
+            raise DatasetError(f"model {model.name} returned {len(answers)} answers for {len(chunk)} questions")
+        recs = []
+        for item, ans in zip(chunk, answers, strict=True):
+            if ans.error:
+                errors[ans.error.split(":")[0][:60]] += 1
+            recs.append(record_for(item, ans.text, ans.error, {"latency_s": ans.latency_s, "model": model.name}))
+        _append(path, recs)
+        bar.update(len(chunk))
+    bar.close()
+    records = read_records(path)
+    ids = {it.id for it in benchmark.items}
+    scored = [r for i, r in records.items() if i in ids]
+    summary = summarize(scored, n_boot=n_boot, seed=seed)
+    summary["model"] = model.name
+    summary["benchmark"] = benchmark.name
+    write_summary(summary, out)
+    atomic_write_json(out / "run.json", {
+        "benchmark": {"name": benchmark.name, "source": getattr(benchmark, "source", ""), "items": len(ids),
+                      "skipped": len(getattr(benchmark, "skipped", []))},
+        "model": model.describe(), "use_image": use_image, "asked": len(todo), "resumed": resumed,
+        "model_errors": dict(errors), "seconds": round(time.perf_counter() - start, 3),
+    })
+    return summary
+
+
+def read_answers(path: str | os.PathLike[str]) -> tuple[dict[str, str | None], dict[str, Any]]:
+    """An answers JSONL (``{"id": ..., "answer": ...}`` per line) -> answers by id, and the problems found."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the answers ({exc.strerror or exc})", path=str(path)) from None
+    answers: dict[str, str | None] = {}
+    bad: list[str] = []
+    duplicates = 0
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(f"line {n}: not JSON")
+            continue
+        if not isinstance(rec, dict) or "id" not in rec:
+            bad.append(f"line {n}: no 'id'")
+            continue
+        text = rec.get("answer", rec.get("text"))
+        if text is not None and not isinstance(text, str):
+            bad.append(f"line {n}: 'answer' is not a string")
+            continue
+        if str(rec["id"]) in answers:
+            duplicates += 1
+        answers[str(rec["id"])] = text
+    if not answers and bad:
+        raise DatasetError(f"{path}: no valid answer line ({bad[0]})", path=str(path))
+    return answers, {"malformed_lines": bad, "duplicates": duplicates}
+
+
+def score_answers(benchmark: Any, answers_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                  n_boot: int = 1000, seed: int = 0, name: str | None = None) -> dict[str, Any]:
+    """Score answers produced elsewhere. Questions without an answer count as unanswered (``missing``)."""
+    answers, problems = read_answers(answers_path)
+    items: Sequence[BenchmarkItem] = benchmark.items
+    ids = {it.id for it in items}
+    unknown = sorted(set(answers) - ids)
+    records = []
+    missing = 0
+    for it in items:
+        if it.id in answers:
+            records.append(record_for(it, answers[it.id]))
+        else:
+            missing += 1
+            records.append(record_for(it, None))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _rewrite(out / RECORDS, records)
+    summary = summarize(records, n_boot=n_boot, seed=seed)
+    summary["model"] = name or Path(answers_path).stem
+    summary["benchmark"] = benchmark.name
+    summary["answers_file"] = {"path": str(answers_path), "answers": len(answers), "missing": missing,
+                               "unknown_ids": len(unknown), "unknown_id_examples": unknown[:5], **problems}
+    write_summary(summary, out)
+    return summary

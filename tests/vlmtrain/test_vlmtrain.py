@@ -1,0 +1,359 @@
+"""VLM LoRA fine-tuning on a tiny random Qwen2.5-VL (CPU, offline): masking, mix, resume, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+datasets = pytest.importorskip("datasets")
+pytest.importorskip("peft")
+pytest.importorskip("trl")
+
+from PIL import Image  # noqa: E402
+
+from spatialforge.errors import ConfigError, DatasetError  # noqa: E402
+from spatialforge.io.dataset import iter_rows  # noqa: E402
+from spatialforge.vlmtrain import (  # noqa: E402
+    CLI_FIELDS,
+    VLMTrainConfig,
+    apply_overrides,
+    cli_overrides,
+    load_vlm_train_config,
+    train_vlm,
+)
+from spatialforge.vlmtrain.data import (  # noqa: E402
+    IGNORE_INDEX,
+    SOURCE_KEY,
+    AssistantOnlyCollator,
+    GeneralExamples,
+    SpatialExamples,
+    chunk_conversation,
+    mix_schedule,
+    open_general_dataset,
+    plan_length,
+)
+
+from .tiny_qwen import build_tiny_qwen  # noqa: E402
+
+GENERAL_ANSWER = "The ball is blue."
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen")))
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model):
+    return transformers.AutoProcessor.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def spatial_out(tmp_path_factory):
+    from spatialforge.pipeline import GenerateConfig, run_generate
+    from spatialforge.synth import SynthConfig, write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("spatial")
+    write_synthetic_dataset(root / "scenes", n=4, seed=1, config=SynthConfig(width=160, height=120), progress=False)
+    run_generate(root / "scenes", root / "out", GenerateConfig(), progress=False)
+    return str(root / "out")
+
+
+def _images(n: int) -> list[Image.Image]:
+    return [Image.new("RGB", (64, 48), (40 * i % 256, 120, 200)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def general_dir(tmp_path_factory):
+    """A general VQA fixture in the question + answer schema, as a save_to_disk folder."""
+    ds = datasets.Dataset.from_dict({"image": _images(6), "question": [f"What colour is ball {i}?" for i in range(6)],
+                                     "answer": [GENERAL_ANSWER] * 6})
+    ds = ds.cast_column("image", datasets.Image())
+    folder = tmp_path_factory.mktemp("general") / "vqa"
+    ds.save_to_disk(str(folder))
+    return str(folder)
+
+
+def _config(tiny_model, spatial_out, out_dir, *overrides: str) -> VLMTrainConfig:
+    base = [f"model.base_model={tiny_model}", f"data.dataset={spatial_out}", f"train.output_dir={out_dir}",
+            "data.max_qa_per_example=3", "train.batch_size=2", "train.grad_accum=1", "train.lr=1e-2",
+            "train.warmup_ratio=0", "train.schedule=constant", "train.log_every=1", "train.workers=0",
+            "train.device=cpu", "train.gradient_checkpointing=false", "lora.r=8", "lora.dropout=0"]
+    return apply_overrides(VLMTrainConfig(), base + list(overrides))
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('[model]\nbase_model = "some/model"\ndtype = "bfloat16"\n'
+                    '[lora]\nr = 8\ntarget_modules = ["q_proj", "v_proj"]\ntrain_vision = true\n'
+                    '[data]\ndataset = "OUT"\nspatial_share = 0.05\ngeneral_data = "gen"\n'
+                    '[train]\nmax_steps = 100\nlr = 1e-4\n')
+    cfg = load_vlm_train_config(path, ["train.lr=3e-4", "lora.train_vision=full", "data.general_limit=none",
+                                       "lora.target_modules=q_proj,k_proj"])
+    assert cfg.model.base_model == "some/model" and cfg.model.dtype == "bfloat16"
+    assert cfg.lora.r == 8 and cfg.lora.target_modules == ("q_proj", "k_proj") and cfg.lora.train_vision == "full"
+    assert cfg.data.spatial_share == 0.05 and cfg.train.max_steps == 100 and cfg.train.lr == 3e-4
+    assert load_vlm_train_config(path).lora.train_vision == "lora"  # true -> lora
+    assert load_vlm_train_config(None, ["lora.train_vision=false"]).lora.train_vision == "off"
+    assert VLMTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    defaults = VLMTrainConfig()
+    assert defaults.model.base_model == "Qwen/Qwen2.5-VL-3B-Instruct" and defaults.lora.train_vision == "off"
+    for bad in (["train.lrr=1"], ["nope.x=1"], ["data.spatial_share=1.5"], ["lora.train_vision=maybe"],
+                ["train.schedule=cyclic"], ["train.batch_size=0"], ["model.dtype=int8"], ["train.lr"]):
+        with pytest.raises(ConfigError):
+            load_vlm_train_config(None, bad)
+    (tmp_path / "bad.toml").write_text("[lora]\nrank = 4\n")
+    with pytest.raises(ConfigError, match=r"bad.toml.*rank"):
+        load_vlm_train_config(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="general_data"):
+        load_vlm_train_config(None, ["data.dataset=OUT", "data.spatial_share=0.5"]).data.check_sources()
+    with pytest.raises(ConfigError, match=r"data\.dataset"):
+        VLMTrainConfig().data.check_sources()
+
+
+def test_cli_options_map_onto_config_fields():
+    options = {"dataset": "OUT", "out": "runs/x", "spatial_share": 0.05, "general_data": "gen", "max_steps": 7,
+               "train_vision": "full", "export_merged": True, "resume": False, "lr": None}
+    overrides = cli_overrides(options)
+    assert "train.lr" not in " ".join(overrides)
+    cfg = load_vlm_train_config(None, [*overrides, "train.max_steps=9"])  # --set after the options wins
+    assert (cfg.data.dataset, cfg.train.output_dir, cfg.data.spatial_share) == ("OUT", "runs/x", 0.05)
+    assert cfg.lora.train_vision == "full" and cfg.train.export_merged and not cfg.train.resume
+    assert cfg.train.max_steps == 9
+    for key in CLI_FIELDS.values():  # every mapped field exists
+        section, name = key.split(".")
+        assert hasattr(getattr(cfg, section), name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _qa_messages(n: int) -> list[dict]:
+    messages = []
+    for i in range(n):
+        content = [{"type": "image", "text": None}] if i == 0 else []
+        messages.append({"role": "user", "content": [*content, {"type": "text", "text": f"Question {i}?"}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": f"Answer {i}."}]})
+    return messages
+
+
+def test_chunk_conversation_repeats_the_image_per_chunk():
+    chunks = chunk_conversation(_qa_messages(7), 3)
+    assert [len(c) // 2 for c in chunks] == [3, 3, 1]
+    for chunk in chunks:
+        assert [m["role"] for m in chunk] == ["user", "assistant"] * (len(chunk) // 2)
+        assert chunk[0]["content"][0] == {"type": "image"}
+        assert sum(p["type"] == "image" for m in chunk for p in m["content"]) == 1
+    assert chunks[1][0]["content"][1]["text"] == "Question 3?" and chunks[2][1]["content"][0]["text"] == "Answer 6."
+    with pytest.raises(DatasetError, match="alternate"):
+        chunk_conversation(_qa_messages(2)[:3], 2)
+    with pytest.raises(DatasetError, match="one image"):
+        chunk_conversation(_qa_messages(2)[2:], 2)
+
+
+def test_spatial_examples_read_a_generated_dataset(spatial_out):
+    rows = list(iter_rows(spatial_out, columns=["messages"]))
+    examples = SpatialExamples(spatial_out, max_qa_per_example=3)
+    assert len(examples) == sum(-(-len(r["messages"]) // 6) for r in rows)
+    ex = examples[0]
+    assert ex["spatial"] and len(ex["images"]) == 1 and ex["images"][0].size == (160, 120)
+    assert ex["messages"][1]["content"][0]["text"] == rows[0]["messages"][1]["content"][0]["text"]
+    with pytest.raises(DatasetError, match="no Parquet"):
+        SpatialExamples(spatial_out + "/nope", 3)
+
+
+def test_mix_schedule_is_seeded_prefix_stable_and_hits_the_share():
+    order = mix_schedule(40, 100, 0.3, 5000, seed=3)
+    assert np.array_equal(order, mix_schedule(40, 100, 0.3, 5000, seed=3))
+    assert np.array_equal(order[:777], mix_schedule(40, 100, 0.3, 777, seed=3))  # a longer run extends a shorter
+    assert not np.array_equal(order, mix_schedule(40, 100, 0.3, 5000, seed=4))
+    assert abs(order[:, 0].mean() - 0.3) < 0.02
+    spatial = order[order[:, 0] == 1, 1]
+    assert sorted(spatial[:40]) == list(range(40))  # one shuffled pass without replacement, then the next
+    assert order[order[:, 0] == 0, 1].max() < 100
+    assert mix_schedule(5, 0, 1.0, 50, 0)[:, 0].all() and not mix_schedule(0, 5, 0.0, 50, 0)[:, 0].any()
+    assert plan_length(40, 100, 0.05, 1.0) == 800 and plan_length(40, 100, 0.0, 2.0) == 200
+    assert plan_length(40, 0, 1.0, 0.5) == 20
+
+
+def test_general_adapter_schemas(tmp_path):
+    images = _images(3)
+    qa = GeneralExamples(datasets.Dataset.from_dict({"image": images, "question": ["Q?"] * 3,
+                                                     "answer": [["A.", "B."]] * 3}))
+    ex = qa[1]
+    assert not ex["spatial"] and len(ex["images"]) == 1
+    assert ex["messages"] == [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]},
+                              {"role": "assistant", "content": [{"type": "text", "text": "A."}]}]
+    conv = GeneralExamples(datasets.Dataset.from_dict({"images": [images[:2]], "conversations": [[
+        {"from": "human", "value": "Compare <image> and <image> please"}, {"from": "gpt", "value": "Same."},
+        {"from": "human", "value": "Sure?"}, {"from": "gpt", "value": "Yes."}]]}))
+    ex = conv[0]
+    assert len(ex["images"]) == 2 and [p["type"] for p in ex["messages"][0]["content"]] == [
+        "text", "image", "text", "image", "text"]
+    assert [m["role"] for m in ex["messages"]] == ["user", "assistant", "user", "assistant"]
+    chat = GeneralExamples(datasets.Dataset.from_dict({"image": images[:1], "messages": [[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe."},
+        {"role": "assistant", "content": "A ball."}]]}))
+    ex = chat[0]
+    assert ex["messages"][1]["content"][0] == {"type": "image"}
+    assert ex["messages"][0]["content"][0]["text"] == "Be brief."
+    text_only = GeneralExamples(datasets.Dataset.from_dict({"question": ["Q?"], "answer": ["A."]}))
+    assert text_only[0]["images"] == []
+    bad = GeneralExamples(datasets.Dataset.from_dict({"image": images[:1], "messages": [[
+        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "x"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "y"}]}]]}))
+    with pytest.raises(DatasetError, match="placeholder"):
+        bad[0]
+    with pytest.raises(DatasetError, match="messages, conversations or question"):
+        GeneralExamples(datasets.Dataset.from_dict({"image": images[:1], "caption": ["c"]}))
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"question": ["Q?"], "answer": ["A."]})}) \
+        .save_to_disk(str(tmp_path / "dd"))
+    assert len(open_general_dataset(str(tmp_path / "dd"), "validation")) == 1
+    with pytest.raises(DatasetError, match="no split"):
+        open_general_dataset(str(tmp_path / "dd"), "train")
+    with pytest.raises(DatasetError):
+        open_general_dataset(str(tmp_path / "missing_dir"), "train")
+
+
+def test_collator_unmasks_exactly_the_assistant_answers(processor, spatial_out, general_dir):
+    spatial = SpatialExamples(spatial_out, max_qa_per_example=3)
+    general = GeneralExamples(open_general_dataset(general_dir))
+    examples = [spatial[0], general[2], spatial[1]]
+    batch = AssistantOnlyCollator(processor)(examples)
+    assert batch[SOURCE_KEY].tolist() == [1, 0, 1]
+    assert {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"} <= set(batch)
+    labels, ids = batch["labels"], batch["input_ids"]
+    tok = processor.tokenizer
+    for row, ex in enumerate(examples):
+        answers = [m["content"][0]["text"] + "<|im_end|>" for m in ex["messages"] if m["role"] == "assistant"]
+        supervised = (labels[row] != IGNORE_INDEX).numpy()
+        assert np.array_equal(labels[row][supervised].numpy(), ids[row][supervised].numpy())
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], supervised.astype(int), [0]])))
+        runs = [tok.decode(ids[row, a:b].tolist()) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+        assert runs == answers
+        assert not supervised[batch["attention_mask"][row].numpy() == 0].any()  # padding
+        assert not supervised[batch["mm_token_type_ids"][row].numpy() != 0].any()  # image tokens
+        assert (batch["mm_token_type_ids"][row] != 0).any()  # every example here has its image tokens
+    assert tok.decode(ids[1][labels[1] != IGNORE_INDEX].tolist()) == GENERAL_ANSWER + "<|im_end|>"
+
+    first = AssistantOnlyCollator(processor)([spatial[0]])
+    last_image = int(np.flatnonzero(first["mm_token_type_ids"][0].numpy())[-1])
+    with pytest.raises(DatasetError, match="image tokens"):
+        AssistantOnlyCollator(processor, max_length=last_image)([spatial[0]])
+    cut = AssistantOnlyCollator(processor, max_length=last_image + 5)([spatial[0]])
+    assert cut["input_ids"].shape[1] == cut["labels"].shape[1] == cut["mm_token_type_ids"].shape[1] == last_image + 5
+    assert torch.equal(cut["input_ids"][0], first["input_ids"][0, : last_image + 5])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _state(folder: str, prefix: str) -> dict[str, torch.Tensor]:
+    model = transformers.AutoModelForImageTextToText.from_pretrained(folder)
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def _adapter_keys(folder) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as f:
+        return list(f.keys())
+
+
+def _generate_eval(model, processor, step):
+    """A stand-in for the benchmark: generate a few tokens for one image."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How far is it?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(text=[text], images=_images(1), return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    return {"new_tokens": int(out.shape[1] - inputs["input_ids"].shape[1]), "step_seen": step, "note": "ok"}
+
+
+def test_train_mix_eval_resume_and_merged_export(tiny_model, spatial_out, general_dir, tmp_path):
+    out = tmp_path / "run"
+    mix = ("data.spatial_share=0.5", f"data.general_data={general_dir}", "train.save_steps=15", "train.eval_every=5")
+    first = train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=15"), eval_fn=_generate_eval,
+                      progress=False, log=_quiet)
+    assert first["steps"] == 15 and first["resumed_from"] is None
+    assert (out / "checkpoint-15" / "adapter_model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "train_summary.json").is_file()
+    assert [e["step"] for e in first["evals"]] == [5, 10, 15]
+    assert first["evals"][0]["metrics"] == {"new_tokens": 3, "step_seen": 5, "note": "ok"}
+    keys = _adapter_keys(out / "adapter")
+    assert any("language_model" in k and "lora_A" in k for k in keys) and not any("visual" in k for k in keys)
+    assert 0 < first["trainable_parameters"] < first["total_parameters"] / 5
+
+    # the same output dir with other data settings is refused; with more steps it resumes
+    with pytest.raises(ConfigError, match="spatial_share"):
+        train_vlm(_config(tiny_model, spatial_out, out, *mix[1:], "data.spatial_share=0.4", "train.max_steps=30"),
+                  progress=False, log=_quiet)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=30", "train.resume=false"),
+                  progress=False, log=_quiet)
+    second = train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=30", "train.export_merged=true"),
+                       progress=False, log=_quiet)
+    assert second["steps"] == 30 and second["resumed_from"].endswith("checkpoint-15")
+    losses = [e["loss"] for e in second["loss_history"]]
+    assert [e["step"] for e in second["loss_history"]] == list(range(1, 31))
+    assert losses[:15] == [e["loss"] for e in first["loss_history"]]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 30
+
+    # the mix: measured on the batches the resumed run consumed (positions 30..59 of the schedule)
+    n_spatial, n_general = second["examples"]["spatial"], second["examples"]["general"]
+    order = mix_schedule(n_spatial, n_general, 0.5, 60, seed=0)
+    measured = second["mix"]["measured"]
+    assert measured["from_step"] == 15
+    assert measured["examples"] == {"spatial": int(order[30:, 0].sum()), "general": int(30 - order[30:, 0].sum())}
+    assert second["mix"]["scheduled_spatial_share_examples"] == pytest.approx(order[:, 0].mean())
+    assert abs(second["mix"]["scheduled_spatial_share_examples"] - 0.5) < 0.2
+    assert 0 < measured["spatial_share_tokens"] < 1 and 0 < measured["spatial_share_supervised_tokens"] < 1
+
+    # merged export: a plain model folder that loads and generates; the frozen vision tower is unchanged
+    merged = out / "merged"
+    model = transformers.AutoModelForImageTextToText.from_pretrained(merged)
+    processor = transformers.AutoProcessor.from_pretrained(merged)
+    assert _generate_eval(model, processor, 0)["new_tokens"] == 3
+    base_vision, merged_vision = _state(tiny_model, "model.visual"), _state(str(merged), "model.visual")
+    assert base_vision and all(torch.equal(base_vision[k], merged_vision[k]) for k in base_vision)
+    base_lm, merged_lm = _state(tiny_model, "model.language_model"), _state(str(merged), "model.language_model")
+    assert any(not torch.equal(base_lm[k], merged_lm[k]) for k in base_lm if "q_proj.weight" in k)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_train_vision_modes_change_the_vision_tower(tiny_model, spatial_out, tmp_path, mode):
+    def run(name):
+        # with gradient checkpointing and (for full) a dataloader worker process, the GPU-recipe settings
+        cfg = _config(tiny_model, spatial_out, tmp_path / name, f"lora.train_vision={mode}", "train.max_steps=3",
+                      "train.export_merged=true", "train.save_steps=100", "train.gradient_checkpointing=true",
+                      f"train.workers={int(mode == 'full')}")
+        return train_vlm(cfg, progress=False, log=_quiet)
+
+    summary = run("a")
+    keys = _adapter_keys(tmp_path / "a" / "adapter")
+    if mode == "lora":  # adapters on every linear layer of the vision tower, its patch merger included
+        assert any("visual.blocks.0.attn.qkv.lora_A" in k for k in keys) and any("visual.merger" in k for k in keys)
+        assert run("b")["loss_history"] == summary["loss_history"]  # deterministic given the seed
+    else:  # a full trainable copy of the vision tower, saved next to the adapters
+        assert json.loads((tmp_path / "a" / "adapter" / "adapter_config.json").read_text())["modules_to_save"] == [
+            "model.visual"]
+        assert any("visual.blocks.0.attn.qkv.weight" in k for k in keys)
+        assert not any("visual" in k and "lora_" in k for k in keys)
+    base_vision = _state(tiny_model, "model.visual")
+    merged_vision = _state(str(tmp_path / "a" / "merged"), "model.visual")
+    assert set(merged_vision) == set(base_vision)
+    assert any(not torch.equal(base_vision[k], merged_vision[k]) for k in base_vision if k.endswith(".weight"))
