@@ -357,3 +357,24 @@ def test_train_vision_modes_change_the_vision_tower(tiny_model, spatial_out, tmp
     merged_vision = _state(str(tmp_path / "a" / "merged"), "model.visual")
     assert set(merged_vision) == set(base_vision)
     assert any(not torch.equal(base_vision[k], merged_vision[k]) for k in base_vision if k.endswith(".weight"))
+
+
+def test_cli_trains_and_scores_the_benchmark_during_training(tiny_model, spatial_out, tmp_path, capsys):
+    """`spatialforge train` end to end, with the periodic benchmark evaluation wired to the trained model."""
+    from spatialforge.cli.main import main
+
+    bench = tmp_path / "bench"
+    assert main(["eval", "build", "--out", str(bench), "--n", "2", "--qa-per-image", "4", "--no-progress"]) == 0
+    out = tmp_path / "run"
+    rc = main(["train", str(spatial_out), "--out", str(out), "--base-model", tiny_model, "--device", "cpu",
+               "--max-steps", "4", "--batch-size", "2", "--grad-accum", "1", "--lr", "1e-2", "--max-qa-per-example",
+               "3", "--save-steps", "2", "--eval-benchmark", str(bench), "--eval-limit", "3", "--eval-every", "2",
+               "--set", "train.workers=0", "--set", "train.log_every=1", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 4
+    evals = summary["evals"]
+    assert [e["step"] for e in evals] == [2, 4] and all(e["metrics"]["questions"] == 3 for e in evals)
+    assert (out / "eval" / "step-000002" / "summary.json").is_file()
+    assert (out / "adapter").is_dir()
+    assert "last evaluation" in capsys.readouterr().out

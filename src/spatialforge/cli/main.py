@@ -134,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="PNG path (default SCENE_DIR/scene_graph.png)")
     from spatialforge.cli.afford import add_afford
     from spatialforge.cli.eval import add_eval
+    from spatialforge.cli.train import add_train
 
     add_afford(sub)
     add_eval(sub)
+    add_train(sub)
     return parser
 
 
@@ -365,6 +367,12 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from spatialforge.cli.train import run_train
+
+    return run_train(args)
+
+
 def _cmd_eval(args) -> int:
     from spatialforge.cli.eval import run_eval_command
 
@@ -379,7 +387,7 @@ def _cmd_afford(args) -> int:
 
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
              "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
-             "afford": _cmd_afford, "eval": _cmd_eval}
+             "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

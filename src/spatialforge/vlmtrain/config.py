@@ -110,6 +110,7 @@ class DataSettings:
     dataset: str | None = None  # a `spatialforge generate` output folder (with data/*.parquet)
     general_data: str | None = None  # general VQA: a save_to_disk folder, a data file / folder, or a hub dataset
     general_split: str = "train"
+    general_config: str | None = None  # the hub dataset's configuration name (load_dataset's `name`), if it has several
     general_limit: int | None = None  # use only the first N general rows
     spatial_share: float = 1.0
     max_qa_per_example: int = 5  # an image's QA turns are split into chunks of at most this many QA pairs

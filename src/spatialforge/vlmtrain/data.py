@@ -213,8 +213,9 @@ class SpatialExamples:
                 "spatial": True}
 
 
-def open_general_dataset(source: str, split: str = "train"):
-    """A Hugging Face ``datasets.Dataset`` from a ``save_to_disk`` folder, a data file / folder or a hub name."""
+def open_general_dataset(source: str, split: str = "train", config_name: str | None = None):
+    """A Hugging Face ``datasets.Dataset`` from a ``save_to_disk`` folder, a data file / folder or a hub name
+    (``config_name``: the hub dataset's configuration, e.g. one subset of a collection)."""
     datasets = require("datasets", extra="train", feature="general VQA data")
     path = Path(source).expanduser()
     builders = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
@@ -228,7 +229,7 @@ def open_general_dataset(source: str, split: str = "train"):
         elif path.is_file() and path.suffix.lower() in builders:
             ds = datasets.load_dataset(builders[path.suffix.lower()], data_files=str(path), split="train")
         else:  # a local data folder or a hub dataset name
-            ds = datasets.load_dataset(str(path) if path.exists() else source, split=split)
+            ds = datasets.load_dataset(str(path) if path.exists() else source, config_name, split=split)
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
         raise DatasetError(f"{source}: cannot load the general dataset ({type(exc).__name__}: {exc})",
                            path=source) from None

@@ -388,7 +388,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     spatial = SpatialExamples(data.dataset, data.max_qa_per_example) if data.spatial_share > 0 else None
     general = None
     if data.spatial_share < 1:
-        general = GeneralExamples(open_general_dataset(data.general_data, data.general_split),
+        general = GeneralExamples(open_general_dataset(data.general_data, data.general_split, data.general_config),
                                   name=str(data.general_data), limit=data.general_limit)
     n_spatial, n_general = len(spatial or ()), len(general or ())
     log(f"examples: {n_spatial} spatial (from {len(spatial.scene_ids) if spatial else 0} images), "

@@ -193,6 +193,24 @@ class HFVisionLanguageModel:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"hf: cannot load {self.model_id!r} as an image-text-to-text model "
                               f"({_one_line(exc)})") from exc
+        self._attach(model, processor, device, dtype)
+
+    @classmethod
+    def from_loaded(cls, model: Any, processor: Any, name: str, **options: Any) -> HFVisionLanguageModel:
+        """Wrap a model already in memory (e.g. one being fine-tuned) for evaluation.
+
+        The processor's tokenizer is switched to left padding (batched generation); restore it
+        afterwards if the caller trains with the same processor.
+        """
+        self = cls(name, **options)
+        torch = require("torch", extra="models", feature="the Hugging Face VLM backend")
+        param = next(model.parameters())
+        dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(param.dtype,
+                                                                                                   "float32")
+        self._attach(model, processor, str(param.device), dtype)
+        return self
+
+    def _attach(self, model: Any, processor: Any, device: str, dtype: str) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None:
             raise ConfigError(f"hf: the processor of {self.model_id!r} ({type(processor).__name__}) has no tokenizer")
