@@ -122,9 +122,17 @@ class FakeOpenAIServer:
             self.requests.append(rec)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        h._sf_counted = True  # type: ignore[attr-defined]  # released when the response is sent (see _send_raw)
         try:
             self._respond(h, rec)
         finally:
+            self._release(h)
+
+    def _release(self, h: BaseHTTPRequestHandler) -> None:
+        """A request stops being in flight before its response goes out: the client may send its
+        next request as soon as it has read this one, and that must not count as one more in flight."""
+        if getattr(h, "_sf_counted", False):
+            h._sf_counted = False  # type: ignore[attr-defined]
             with self._lock:
                 self._in_flight -= 1
 
@@ -179,8 +187,9 @@ class FakeOpenAIServer:
               headers: dict[str, str] | None = None) -> None:
         self._send_raw(h, status, json.dumps(payload).encode(), headers)
 
-    @staticmethod
-    def _send_raw(h: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send_raw(self, h: BaseHTTPRequestHandler, status: int, data: bytes,
+                  headers: dict[str, str] | None = None) -> None:
+        self._release(h)
         try:
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
