@@ -7,12 +7,13 @@ of the field they set. Unknown keys are errors that name the file (or override) 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
+from spatialforge.io.sectioned_config import apply_section_overrides, sections_from_dict
 
 __all__ = ["AffordConfig", "ModelConfig", "TrainConfig", "apply_overrides", "load_afford_config"]
 
@@ -98,88 +99,13 @@ class AffordConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AffordConfig:
-        unknown = sorted(set(data) - {"model", "train"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)} (known: model, train)")
-        parts = {}
-        for name, klass in (("model", ModelConfig), ("train", TrainConfig)):
-            table = data.get(name, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"{source}: [{name}] must be a table")
-            known = {f.name: f for f in fields(klass)}
-            bad = sorted(set(table) - set(known))
-            if bad:
-                raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(bad)}")
-            try:
-                parts[name] = klass(**{k: _coerce(v, known[k].type, f"{name}.{k}") for k, v in table.items()})
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-        return cls(**parts)
-
-
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check / convert ``value`` to a field's annotated type (annotations are strings here)."""
-    text = str(annotation).replace(" ", "")
-    options = text.split("|")
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in options):
-        if "None" in options:
-            return None
-        raise ConfigError(f"{where} cannot be none")
-    for opt in options:
-        if opt.startswith("tuple["):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-    for opt in options:
-        kind = _TYPES.get(opt)
-        if kind is None:
-            continue
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            continue
-        if isinstance(value, bool):
-            continue
-        if kind is float and isinstance(value, (int, float)):
-            return float(value)
-        if kind is int and isinstance(value, int):
-            return value
-        if kind is str and isinstance(value, str):
-            return value
-        if isinstance(value, str) and kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                continue
-    raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+        return cls(**sections_from_dict(data, {"model": ModelConfig, "train": TrainConfig}, source))
 
 
 def apply_overrides(config: AffordConfig, overrides: list[str] | tuple[str, ...]) -> AffordConfig:
     """Apply ``section.key=value`` strings, e.g. ``["train.lr=3e-4", "model.clip_pretrained=none"]``."""
-    sections = {"model": config.model, "train": config.train}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"override {item!r}: expected section.key=value (e.g. train.lr=3e-4)")
-        if section not in sections:
-            raise ConfigError(f"override {item!r}: unknown section {section!r} (known: model, train)")
-        known = {f.name: f for f in fields(type(sections[section]))}
-        if name not in known:
-            raise ConfigError(f"override {item!r}: unknown key {name!r} in [{section}] "
-                              f"(known: {', '.join(sorted(known))})")
-        coerced = _coerce(value.strip(), known[name].type, key)
-        try:
-            sections[section] = replace(sections[section], **{name: coerced})
-        except ConfigError as exc:
-            raise ConfigError(f"override {item!r}: {exc}") from None
-    return AffordConfig(model=sections["model"], train=sections["train"])
+    return AffordConfig(**apply_section_overrides({"model": config.model, "train": config.train}, overrides,
+                                                  example="train.lr=3e-4"))
 
 
 def load_afford_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> AffordConfig:

@@ -9,12 +9,13 @@ See docs/training.md for every field.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
+from spatialforge.io.sectioned_config import apply_section_overrides, sections_from_dict
 
 __all__ = [
     "CLI_FIELDS",
@@ -203,102 +204,27 @@ class VLMTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> VLMTrainConfig:
-        unknown = sorted(set(data) - set(_SECTIONS))
-        if unknown:
-            raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)} (known: {', '.join(_SECTIONS)})")
-        parts = {}
-        for name, klass in _SECTIONS.items():
-            table = data.get(name, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"{source}: [{name}] must be a table")
-            known = {f.name: f for f in fields(klass)}
-            bad = sorted(set(table) - set(known))
-            if bad:
-                raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(bad)} "
-                                  f"(known: {', '.join(sorted(known))})")
-            try:
-                parts[name] = klass(**{k: _coerce(v, known[k].type, f"{name}.{k}") for k, v in table.items()})
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-        return cls(**parts)
+        return cls(**sections_from_dict(data, _SECTIONS, source, special=_train_vision))
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check / convert ``value`` to a field's annotated type (annotations are strings here)."""
-    options = str(annotation).replace(" ", "").split("|")
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in options):
-        if "None" in options:
-            return None
-        raise ConfigError(f"{where} cannot be none")
-    if where.endswith(".train_vision"):  # a mode name, or a bool read as lora / off
-        if isinstance(value, bool):
-            return "lora" if value else "off"
-        if isinstance(value, str):
-            low = value.strip().lower()
-            return {"true": "lora", "yes": "lora", "false": "off", "no": "off"}.get(low, low)
-        raise ConfigError(f"{where}: expected off, lora, full, true or false, got {value!r}")
-    for opt in options:
-        if opt.startswith("tuple["):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-    for opt in options:
-        kind = _TYPES.get(opt)
-        if kind is None:
-            continue
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-                return value.lower() in _TRUE
-            continue
-        if isinstance(value, bool):
-            continue
-        if kind is float and isinstance(value, (int, float)):
-            return float(value)
-        if kind is int and isinstance(value, int):
-            return value
-        if kind is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if kind is str and isinstance(value, str):
-            return value
-        if isinstance(value, str) and kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                continue
-    raise ConfigError(f"{where}: expected {annotation}, got {value!r}")
+def _train_vision(value: Any, where: str) -> Any:
+    """``lora.train_vision``: a mode name, or a bool read as lora / off."""
+    if not where.endswith(".train_vision"):
+        return NotImplemented
+    if isinstance(value, bool):
+        return "lora" if value else "off"
+    if isinstance(value, str):
+        low = value.strip().lower()
+        return {"true": "lora", "yes": "lora", "false": "off", "no": "off"}.get(low, low)
+    raise ConfigError(f"{where}: expected off, lora, full, true or false, got {value!r}")
 
 
 def apply_overrides(config: VLMTrainConfig, overrides: list[str] | tuple[str, ...]) -> VLMTrainConfig:
     """Apply ``section.key=value`` strings, e.g. ``["train.lr=1e-4", "data.spatial_share=0.05"]``."""
-    sections: dict[str, Any] = {name: getattr(config, name) for name in _SECTIONS}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"override {item!r}: expected section.key=value (e.g. train.lr=1e-4)")
-        if section not in sections:
-            raise ConfigError(f"override {item!r}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
-        known = {f.name: f for f in fields(type(sections[section]))}
-        if name not in known:
-            raise ConfigError(f"override {item!r}: unknown key {name!r} in [{section}] "
-                              f"(known: {', '.join(sorted(known))})")
-        coerced = _coerce(value.strip(), known[name].type, key.strip())
-        try:
-            sections[section] = replace(sections[section], **{name: coerced})
-        except ConfigError as exc:
-            raise ConfigError(f"override {item!r}: {exc}") from None
-    return VLMTrainConfig(**sections)
+    sections = {name: getattr(config, name) for name in _SECTIONS}
+    return VLMTrainConfig(**apply_section_overrides(sections, overrides, special=_train_vision))
 
 
-# `spatialforge train` options -> the config field each one sets (None values are left out).
 CLI_FIELDS: dict[str, str] = {
     "dataset": "data.dataset",
     "out": "train.output_dir",
