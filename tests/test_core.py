@@ -88,3 +88,21 @@ def test_photo_path_imports_models_only_when_used(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "RC 2" in res.stdout
     assert "pip install 'spatialforge[models]'" in res.stderr
+
+
+def test_evaluation_runs_without_torch(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        for mod in ("torch", "torchvision", "transformers", "open_clip", "peft", "trl"):
+            sys.modules[mod] = None
+        from spatialforge.cli.main import main
+        assert main(["eval", "build", "--out", r"{tmp_path}/b", "--n", "2", "--no-progress"]) == 0
+        assert main(["eval", "run", "--benchmark", r"{tmp_path}/b", "--model", "prior", "--out", r"{tmp_path}/r",
+                     "--no-progress"]) == 0
+        assert main(["afford", "score", "--agd20k", r"{tmp_path}/none", "--split", "Seen", "--predictions",
+                     r"{tmp_path}/p"]) == 2  # a clear data error, not an ImportError
+        print("EVAL-OK")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "EVAL-OK" in res.stdout
