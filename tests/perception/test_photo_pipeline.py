@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from spatialforge.core.types import CameraIntrinsics, ObjectAnnotation, RGBDScene
+from spatialforge.errors import SpatialForgeError
 from spatialforge.io.scene_folder import save_scene
 from spatialforge.perception.backends.stub import (
     BoxSegmenter,
@@ -337,3 +338,68 @@ def _png_header_only(w: int, h: int) -> bytes:
 
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_single_image_batches_record_model_errors_and_reruns_retry_them(tmp_path):
+    oracle, photos, keys = _photo_dir(tmp_path)
+
+    class Flaky(Oracle):
+        broken = True
+
+        def __call__(self, images, prompts):
+            if self.broken and any(_key(i) == keys["b_gray"] for i in images):
+                raise RuntimeError("simulated failure")
+            return oracle(images, prompts)
+
+    flaky = Flaky()
+    pipe = _pipeline(oracle, batch_size=1)  # a failing batch of one image must not stop the run
+    pipe.stages["detector"] = flaky
+    out = tmp_path / "out"
+    m = run_photos(PhotoSource(folder=photos), out, pipe, GenerateConfig(), progress=False)
+    assert m["perception"]["failed_by_reason"]["model_error"] == 1 and m["perception"]["ok"] == 3
+    flaky.broken = False  # the model is fixed: a rerun tries that image again, and only that image
+    m2 = run_photos(PhotoSource(folder=photos), out, pipe, GenerateConfig(), progress=False)
+    assert m2["perception"]["ok"] == 4 and "model_error" not in m2["perception"]["failed_by_reason"]
+    assert m2["perception"]["resumed"] == 6
+    assert m2["counts"]["scenes_ok"] == 4  # the dataset was rebuilt with the new scene
+
+
+def test_a_model_that_cannot_load_stops_the_run_without_recording_failures(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+
+    class Unloadable(Oracle):
+        def load(self):
+            raise OSError("offline: no such checkpoint")
+
+    pipe = _pipeline(oracle, batch_size=2)
+    pipe.stages["detector"] = Unloadable()
+    out = tmp_path / "out"
+    with pytest.raises(SpatialForgeError, match=r"detector: cannot load .*no such checkpoint"):
+        run_photos(PhotoSource(folder=photos), out, pipe, GenerateConfig(), progress=False)
+    recorded = [json.loads(p.read_text()) for p in (out / "perception" / "items").glob("*.json")]
+    assert not [r for r in recorded if r.get("reason") == "model_error"]
+
+
+def test_wrong_caption_count_is_one_images_failure(tmp_path):
+    oracle, photos, keys = _photo_dir(tmp_path)
+
+    class Short(LabelCaptioner):
+        def __call__(self, images, detections):
+            out = super().__call__(images, detections)
+            return [c[:-1] if _key(i) == keys["a_rgb"] else c for i, c in zip(images, out, strict=True)]
+
+    pipe = _pipeline(oracle, batch_size=4)
+    pipe.stages["captioner"] = Short()
+    m = run_photos(PhotoSource(folder=photos), tmp_path / "out", pipe, GenerateConfig(), progress=False)
+    fail = next(f for f in m["perception"]["failures"] if f["image_id"] == "a_rgb")
+    assert fail["reason"] == "bad_model_output" and "captions for" in fail["message"]
+    assert m["perception"]["ok"] == 3
+
+
+def test_image_ids_are_unique_even_when_names_collide(tmp_path):
+    from spatialforge.perception.image_io import list_image_files
+
+    for name in ("a b.jpg", "a_b.jpg", "x.jpg", "x.JPG", "x.png", "y.png"):
+        Image.new("RGB", (40, 40)).save(tmp_path / name, format="PNG")
+    ids = [i for i, _ in list_image_files(tmp_path)]
+    assert len(set(ids)) == 6 and "y" in ids

@@ -38,6 +38,9 @@ class ModelConfig:
             raise ConfigError(f"model.fpn_dim must be >= 1, got {self.fpn_dim}")
         if self.logit_scale_init <= 0:
             raise ConfigError(f"model.logit_scale_init must be > 0, got {self.logit_scale_init}")
+        from spatialforge.afford.prompts import expand_prompts
+
+        expand_prompts(["x"], self.templates)  # raises a ConfigError naming a bad template set
 
 
 @dataclass(frozen=True)

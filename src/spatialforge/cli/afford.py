@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError, SpatialForgeError
+from spatialforge.perception.image_io import ImageLimits
+
+# maps are made at each image's own size: no downscaling, any small size, only the decompression-bomb limit
+_LIMITS = ImageLimits(min_side=1, max_side=1 << 30)
 
 __all__ = ["add_afford", "run_afford"]
 
@@ -148,19 +152,22 @@ class _BatchedPredictions:
 
     def __call__(self, item: Any) -> Any:
         import numpy as np
-        from PIL import Image
+
+        from spatialforge.errors import DatasetError
+        from spatialforge.perception.image_io import ItemFailure, load_image_file
 
         if item.key not in self.cache:
             start = self.position[item.key]
             chunk = self.items[start:start + self.batch]
             images, keep = [], []
             for it in chunk:
-                try:
-                    with Image.open(it.image_path) as im:
-                        images.append(np.asarray(im.convert("RGB")))
-                    keep.append(it)
-                except OSError:
-                    self.cache[it.key] = None  # counted by the scorer as a missing prediction
+                loaded = load_image_file(Path(it.image_path), it.stem, _LIMITS)
+                if isinstance(loaded, ItemFailure):  # the scorer records it with this reason
+                    self.cache[it.key] = DatasetError(f"test image unreadable: {loaded.message}",
+                                                      path=str(it.image_path))
+                    continue
+                images.append(loaded.image)
+                keep.append(it)
             maps = self.predictor.predict_each(images, [it.prompt for it in keep], self.templates) if keep else []
             for it, m in zip(keep, maps, strict=True):
                 self.cache[it.key] = m
@@ -168,7 +175,10 @@ class _BatchedPredictions:
                     dest = self.save / it.affordance / it.object / f"{it.stem}.npy"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     np.save(dest, m.astype(np.float16))
-        return self.cache.pop(item.key)
+        out = self.cache.pop(item.key)
+        if isinstance(out, Exception):
+            raise out
+        return out
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -199,20 +209,26 @@ def _score(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- predict
-def _image_files(paths: list[Path]) -> list[Path]:
-    from spatialforge.perception.image_io import IMAGE_SUFFIXES
+def _image_files(paths: list[Path]) -> list[tuple[str, Path]]:
+    """(output name, path) for the images given (files, or folders of images); names are unique."""
+    from spatialforge.perception.image_io import list_image_files
 
-    files: list[Path] = []
+    files: list[tuple[str, Path]] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+            files += list_image_files(p)
         elif p.is_file():
-            files.append(p)
+            files.append((re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem).strip("._") or "image", p))
         else:
             raise SpatialForgeError(f"{p}: no such image file or folder")
     if not files:
         raise SpatialForgeError("no image files given")
-    return files
+    counts: dict[str, int] = {}
+    out = []
+    for name, path in files:  # the same name from two folders: number the later ones
+        counts[name] = counts.get(name, 0) + 1
+        out.append((name if counts[name] == 1 else f"{name}_{counts[name]}", path))
+    return out
 
 
 def _slug(text: str) -> str:
@@ -221,13 +237,17 @@ def _slug(text: str) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
-    from PIL import Image
 
     from spatialforge.afford.predict import AffordancePredictor
     from spatialforge.afford.prompts import normalise_action
+    from spatialforge.perception.image_io import ItemFailure, load_image_file
     from spatialforge.viz import render_heatmap
 
-    prompts = [normalise_action(p) for p in args.prompt]
+    prompts: list[str] = []
+    for p in args.prompt:  # one map per distinct action ("Pour" and "pour" are the same file)
+        action = normalise_action(p)
+        if _slug(action) not in {_slug(q) for q in prompts}:
+            prompts.append(action)
     files = _image_files(args.images)
     override = {"clip_model": args.clip_model} if args.clip_model else {}
     predictor = AffordancePredictor.from_checkpoint(str(args.checkpoint), device=args.device,
@@ -236,19 +256,20 @@ def _predict(args: argparse.Namespace) -> int:
     failed, written = [], []
     for start in range(0, len(files), args.batch_size):
         images, names = [], []
-        for f in files[start:start + args.batch_size]:
-            try:
-                with Image.open(f) as im:
-                    images.append(np.asarray(im.convert("RGB")))
-                names.append(f)
-            except OSError as exc:
-                failed.append(f"{f}: cannot read image ({exc})")
-                print(f"skipped {f}: cannot read image ({exc})", file=sys.stderr)
+        for name, f in files[start:start + args.batch_size]:
+            item = load_image_file(f, name, _LIMITS)  # EXIF rotation, alpha on white, 16-bit, pixel limit
+            if isinstance(item, ItemFailure):
+                failed.append(item.message)
+                print(f"skipped {item.message}", file=sys.stderr)
+                continue
+            images.append(item.image)
+            names.append((name, f))
         if not images:
             continue
-        for f, img, maps in zip(names, images, predictor.predict(images, prompts, args.templates), strict=True):
+        for (name, f), img, maps in zip(names, images, predictor.predict(images, prompts, args.templates),
+                                        strict=True):
             for prompt, heat in zip(prompts, maps, strict=True):
-                stem = f"{f.stem}_{_slug(prompt)}"
+                stem = f"{name}_{_slug(prompt)}"
                 np.save(args.out / f"{stem}.npy", heat)
                 render_heatmap(img, heat, title=f"{f.name}: {prompt}").save(args.out / f"{stem}.png")
                 written.append(stem)

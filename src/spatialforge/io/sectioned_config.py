@@ -31,6 +31,8 @@ def coerce_value(value: Any, annotation: Any, where: str) -> Any:
         if "None" in options:
             return None
         raise ConfigError(f"{where} cannot be none")
+    if isinstance(value, str) and "str" in options:  # "str | tuple[str, ...]": a string stays one string
+        return value
     for opt in options:
         if opt.startswith("tuple["):
             if isinstance(value, str):

@@ -8,6 +8,7 @@ from typing import Any
 
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
+from spatialforge.io.sectioned_config import coerce_value
 from spatialforge.perception.image_io import ImageLimits
 from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
 
@@ -91,6 +92,10 @@ class PerceptionConfig:
             raise ConfigError(f"assumed_hfov_deg must be within 10..150 degrees, got {self.assumed_hfov_deg}")
         if not self.vocabulary:
             raise ConfigError("the tag vocabulary is empty")
+        for name in ("max_objects", "min_mask_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,7 +105,8 @@ class PerceptionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "perception config") -> PerceptionConfig:
         """Build from a mapping (a parsed TOML/JSON file); unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
+        types = {f.name: f.type for f in fields(cls)}
+        known = set(types)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
@@ -120,7 +126,8 @@ class PerceptionConfig:
                 except TypeError as exc:
                     raise ConfigError(f"{source}: limits: {exc}") from None
             else:
-                kwargs[key] = value
+                kwargs[key] = coerce_value(value, types[key], key) if isinstance(value, (str, int, float, bool)) \
+                    else value
         try:
             return cls(**kwargs)
         except ConfigError as exc:

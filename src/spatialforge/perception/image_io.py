@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +57,27 @@ def _safe_id(text: str) -> str:
 
 
 def list_image_files(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """(image_id, path) for every image file in ``folder`` (sorted, not recursive); ids are unique."""
+    """(image_id, path) for every image file in ``folder`` (sorted, not recursive); ids are unique.
+
+    The id is the file stem made filesystem-safe; when two files would share an id (``a b.jpg`` /
+    ``a_b.jpg``, ``x.jpg`` / ``x.png`` / ``x.JPG``), each of them gets its suffix and, if still
+    needed, a counter.
+    """
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith("."))
-    stems: dict[str, int] = {}
-    for p in files:
-        stems[_safe_id(p.stem)] = stems.get(_safe_id(p.stem), 0) + 1
-    out = []
+    stems = Counter(_safe_id(p.stem) for p in files)
+    out: list[tuple[str, Path]] = []
+    used: set[str] = set()
     for p in files:
         sid = _safe_id(p.stem)
-        out.append((sid if stems[sid] == 1 else f"{sid}_{p.suffix.lower().lstrip('.')}", p))
+        if stems[sid] > 1:
+            sid = f"{sid}_{p.suffix.lower().lstrip('.')}"
+        candidate, k = sid, 2
+        while candidate in used:
+            candidate, k = f"{sid}_{k}", k + 1
+        used.add(candidate)
+        out.append((candidate, p))
     return out
 
 
@@ -166,7 +177,7 @@ def iter_hf_images(spec: str, *, split: str = "train", image_column: str = "imag
     if image_column not in ds.column_names:
         raise SpatialForgeError(f"{spec}: no column {image_column!r} (columns: {', '.join(ds.column_names)})")
     n = len(ds) if limit is None else min(limit, len(ds))
-    width = max(5, len(str(n)))
+    width = max(5, len(str(len(ds))))  # from the dataset's size, so ids do not depend on --limit
     for i in range(n):
         image_id = f"{_safe_id(split)}-{i:0{width}d}"
         source = f"{spec}[{split}][{i}]"

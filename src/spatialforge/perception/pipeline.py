@@ -4,7 +4,8 @@ Stages run stage by stage over chunks of ``batch_size`` images, each a batched m
 batch call raises, the batch is retried one image at a time, so a model failure costs only the
 image that caused it (recorded with reason ``model_error``). Every image ends with a record in
 ``OUT/perception/items/<image_id>.json`` (status ``ok``, ``filtered`` or ``failed``, with the
-stage and reason), written atomically: a re-run skips recorded images (resume).
+stage and reason), written atomically: a re-run skips recorded images (resume), except those a
+model failed on, which are tried again. A model that cannot load stops the run with one error.
 
 Output per kept image: ``OUT/scenes/<image_id>/`` with ``image.png``, ``depth.npy``,
 ``instances.png``, ``camera.json``, ``objects.json`` (the RGB-D scene format, so geometry and QA
@@ -45,6 +46,15 @@ STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "embedde
 DETECTOR_THRESHOLD = {"grounding-dino": "box_threshold", "owlv2": "score_threshold"}
 
 
+def _final(record_path: Path) -> bool:
+    """A recorded image is done unless a model failed on it (those are tried again on a rerun)."""
+    try:
+        rec = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # a torn record: process the image again
+    return not (rec.get("status") == "failed" and rec.get("reason") == "model_error")
+
+
 class PerceptionPipeline:
     """Runs the perception stages over images and writes scene folders. Stages are injected."""
 
@@ -82,13 +92,11 @@ class PerceptionPipeline:
 
     # ------------------------------------------------------------------ stage execution
     def _timed(self, name: str, fn: Callable[[], Any], n: int) -> Any:
-        stage = self.stages[name]
         torch = sys.modules.get("torch")
         cuda = torch is not None and torch.cuda.is_available()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        stage.load()
         try:
             return fn()
         finally:
@@ -103,6 +111,8 @@ class PerceptionPipeline:
         """Run ``call`` on the batch; if it raises, retry each item alone and record the failures."""
         if not items:
             return []
+        self._load(name)  # a model that cannot load fails the run (not every image): fix it and rerun
+        first_error: Exception | None = None
         try:
             results = self._timed(name, lambda: call(items), len(items))
             if len(results) != len(items):
@@ -110,9 +120,14 @@ class PerceptionPipeline:
             return list(zip(items, results, strict=True))
         except (SpatialForgeError, KeyboardInterrupt):
             raise
-        except Exception:  # a model failure: isolate the image(s) that cause it, record, continue
-            if len(items) == 1:
-                raise
+        except Exception as exc:  # a model failure: isolate the image(s) that cause it, record, continue
+            first_error = exc
+        if len(items) == 1:  # nothing to isolate: record it
+            item = items[0]
+            failed[item.image_id] = ItemFailure(item.image_id, item.source, name, "model_error",
+                                                f"{item.source}: {name} failed: {type(first_error).__name__}: "
+                                                f"{first_error}")
+            return []
         out = []
         for item in items:
             try:
@@ -123,6 +138,16 @@ class PerceptionPipeline:
                 failed[item.image_id] = ItemFailure(item.image_id, item.source, name, "model_error",
                                                     f"{item.source}: {name} failed: {type(exc).__name__}: {exc}")
         return out
+
+    def _load(self, name: str) -> None:
+        try:
+            self.stages[name].load()
+        except (SpatialForgeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # turned into one clear line for the user; nothing is recorded per image
+            stage = self.stages[name]
+            raise SpatialForgeError(f"{name}: cannot load {getattr(stage, 'name', '?')} model "
+                                    f"{getattr(stage, 'model_id', '?')!r}: {type(exc).__name__}: {exc}") from exc
 
     def _release(self) -> None:
         if self.config.low_memory:
@@ -174,10 +199,17 @@ class PerceptionPipeline:
         cap_pairs = self._isolated("captioner", alive,
                                    lambda b: st["captioner"]([i.image for i in b], [dets[i.image_id] for i in b]),
                                    failed)
+        alive = []
         for it, caps in cap_pairs:
-            cleaned = [" ".join(str(c).split()) or lab for c, lab in zip(caps, dets[it.image_id].labels, strict=True)]
-            dets[it.image_id] = dets[it.image_id].with_captions(cleaned)
-        alive = [it for it, _ in cap_pairs]
+            d = dets[it.image_id]
+            if len(caps) != len(d):
+                failed[it.image_id] = ItemFailure(it.image_id, it.source, "captioner", "bad_model_output",
+                                                  f"{it.source}: captioner returned {len(caps)} captions for "
+                                                  f"{len(d)} boxes")
+                continue
+            cleaned = [" ".join(str(c).split()) or lab for c, lab in zip(caps, d.labels, strict=True)]
+            dets[it.image_id] = d.with_captions(cleaned)
+            alive.append(it)
         if cfg.low_memory:
             st["captioner"].unload()
 
@@ -319,8 +351,14 @@ class PerceptionPipeline:
             chunk.clear()
             self._release()
 
+        seen: dict[str, str] = {}
         for item in items:
-            if (items_dir / f"{item.image_id}.json").is_file():
+            if item.image_id in seen:
+                raise SpatialForgeError(f"{item.source}: image id {item.image_id!r} is also the id of "
+                                        f"{seen[item.image_id]} (ids must be unique: rename one)")
+            seen[item.image_id] = item.source
+            done = items_dir / f"{item.image_id}.json"
+            if done.is_file() and _final(done):
                 resumed += 1
                 bar.update(1)
                 continue

@@ -43,6 +43,27 @@ def _items(source: PhotoSource, limits, focal: float | None) -> tuple[Iterator[A
                           limit=source.limit, limits=limits, focal_length_px=focal), source.limit
 
 
+def _refresh_if_scenes_changed(out_dir: Path, cfg: GenerateConfig) -> None:
+    """A resumed photo run that added scenes (e.g. photos a model failed on before) rebuilds the
+    dataset part of OUT, which is derived from the scene folders; a changed QA config still refuses."""
+    import json
+    import shutil
+
+    from spatialforge.io.scene_folder import find_scene_dirs
+
+    run_path = out_dir / "_state" / "run.json"
+    if not run_path.is_file():
+        return
+    try:
+        previous = json.loads(run_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    scene_ids = [f.name for f in find_scene_dirs(out_dir / "scenes")]
+    if previous.get("fingerprint") == cfg.fingerprint() and previous.get("scene_ids") != scene_ids:
+        for derived in ("_state", "data", "scene_graphs"):
+            shutil.rmtree(out_dir / derived, ignore_errors=True)
+
+
 def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate: GenerateConfig | None = None,
                *, progress: bool = True) -> dict[str, Any]:
     """Run perception (resumable) then the shared engine; returns the manifest with a ``perception`` section."""
@@ -53,7 +74,9 @@ def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate
         raise SpatialForgeError(
             f"no image became a scene: {report['images']} images, {report['filtered']} filtered out, "
             f"{report['failed']} failed {report['failed_by_reason']} (see {out_dir}/perception/report.json)")
-    manifest = run_generate(out_dir / "scenes", out_dir, generate or GenerateConfig(), progress=progress)
+    cfg = generate or GenerateConfig()
+    _refresh_if_scenes_changed(out_dir, cfg)
+    manifest = run_generate(out_dir / "scenes", out_dir, cfg, progress=progress)
     manifest["perception"] = {k: v for k, v in report.items() if k != "config"}
     manifest["perception"]["config"] = report["config"]
     atomic_write_json(out_dir / "manifest.json", manifest)
