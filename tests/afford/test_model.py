@@ -148,7 +148,8 @@ def test_checkpoint_round_trip_and_mismatches(clip_name, tmp_path):
         m.logit_bias.fill_(-1.25)
     ckpt = save_checkpoint(tmp_path / "ck", m, step=7, metrics={"mIoU": 0.5})
     meta = json.loads((ckpt / "config.json").read_text())
-    assert meta["step"] == 7 and meta["backbone"] == m.clip.signature() and meta["model"]["fpn_dim"] == 16
+    assert meta["step"] == 7 and meta["model"]["fpn_dim"] == 16
+    assert meta["backbone"] == dict(m.clip.signature(), weights=m.clip.weights_fingerprint())
     from safetensors.torch import load_file
 
     assert not any(k.startswith("clip.") for k in load_file(str(ckpt / "model.safetensors")))  # trainable only
@@ -160,6 +161,9 @@ def test_checkpoint_round_trip_and_mismatches(clip_name, tmp_path):
     other = build_tiny_rn_clip(tmp_path / "wide", width=16)  # another backbone: other feature sizes
     with pytest.raises(ConfigError, match="different backbone"):
         load_checkpoint(ckpt, clip_model=other)
+    same_sizes = build_tiny_rn_clip(tmp_path / "reseeded", seed=1)  # same architecture, other weights
+    with pytest.raises(ConfigError, match="other weights than the one the checkpoint was trained with"):
+        load_checkpoint(ckpt, clip_model=same_sizes)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match=r"bad/config.json: unreadable"):
@@ -241,3 +245,13 @@ def test_real_openai_rn101_text_embeddings_are_meaningful():
     t = m.clip.text_features(["a photo of a cat", "a photo of a kitten", "a tax form"])
     sims = (t @ t.T).numpy()
     assert sims[0, 1] > sims[0, 2] + 0.05
+
+
+def test_head_stays_float32_under_autocast(clip_name):
+    m = _model(clip_name)
+    x = torch.randn(1, 3, 64, 64)
+    t = m.clip.text_features(["pour"])
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        y = m(x, t)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, m(x, t), rtol=0.05, atol=0.05)

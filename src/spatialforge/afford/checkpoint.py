@@ -37,7 +37,8 @@ def save_checkpoint(folder: str | Path, model: Any, *, step: int = 0, metrics: d
     tmp.mkdir(parents=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-    meta = {"format": FORMAT, "version": VERSION, "model": asdict(model.config), "backbone": model.clip.signature(),
+    backbone = dict(model.clip.signature(), weights=model.clip.weights_fingerprint())
+    meta = {"format": FORMAT, "version": VERSION, "model": asdict(model.config), "backbone": backbone,
             "step": step, "metrics": metrics or {}, "train": train_config}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
@@ -101,10 +102,18 @@ def load_checkpoint(folder: str | Path, device: str = "cpu", *, clip_model: str 
     if clip_pretrained != "keep":
         model_cfg = replace(model_cfg, clip_pretrained=clip_pretrained)
     model = AffordanceCLIP.from_config(model_cfg, device=device)
-    have, want = model.clip.signature(), meta["backbone"]
+    want = dict(meta["backbone"])
+    want_weights = want.pop("weights", None)
+    have = model.clip.signature()
     if have != want:
         raise ConfigError(f"{folder}: checkpoint trained on a CLIP with features {want}, but {model_cfg.clip_model!r} "
                           f"gives {have} (a different backbone)")
+    if want_weights is not None and model.clip.weights_fingerprint() != want_weights:
+        hint = (" (the checkpoint was trained on a randomly initialised CLIP, which cannot be rebuilt)"
+                if model_cfg.clip_pretrained is None and not model_cfg.clip_model.startswith(("local-dir:", "hf-hub:"))
+                else "")
+        raise ConfigError(f"{folder}: the CLIP {model_cfg.clip_model!r} (pretrained={model_cfg.clip_pretrained!r}) "
+                          f"has other weights than the one the checkpoint was trained with{hint}")
     weights = folder / "model.safetensors"
     try:
         state = load_file(str(weights), device="cpu")

@@ -74,6 +74,21 @@ class FrozenResNetCLIP(nn.Module):
         """What a checkpoint must match: the feature sizes the trainable part was built for."""
         return {"channels": list(self.channels), "embed_dim": self.embed_dim}
 
+    def weights_fingerprint(self) -> str:
+        """A digest of a few frozen tensors: another CLIP (or a random one) with the same sizes differs."""
+        import hashlib
+
+        v = self.clip.visual
+        h = hashlib.sha256()
+        tensors = (v.conv1.weight, v.layer4[-1].conv3.weight, v.attnpool.c_proj.weight,
+                   self.clip.token_embedding.weight)
+        for t in tensors:
+            h.update(t.detach().float().cpu().flatten()[:4096].numpy().round(5).tobytes())
+        # QuickGELU vs GELU in the text tower: the same weights, another model (RN101 vs RN101-quickgelu)
+        acts = sorted({type(m).__name__ for m in self.clip.modules() if "GELU" in type(m).__name__})
+        h.update(",".join(acts).encode())
+        return h.hexdigest()[:16]
+
     def _attnpool(self, x: Any) -> Any:
         pool = self.clip.visual.attnpool
         n, c, h, w = x.shape
@@ -195,13 +210,14 @@ class AffordanceCLIP(nn.Module):
 
         ``text_emb``: (N, D) (one prompt per image) -> (N, 1, H, W); or (N, P, D) -> (N, P, H, W).
         """
-        pix = F.normalize(pix.float(), dim=1) if self.config.normalize_pixels else pix.float()
-        t = text_emb.float()
-        if t.dim() == 2:
-            t = t[:, None, :]
-        logits = torch.einsum("ndhw,npd->nphw", pix, t) * self.logit_scale.exp() + self.logit_bias
-        if size is not None:
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        with torch.autocast(device_type=pix.device.type, enabled=False):  # the head in float32, also under AMP
+            pix = F.normalize(pix.float(), dim=1) if self.config.normalize_pixels else pix.float()
+            t = text_emb.float()
+            if t.dim() == 2:
+                t = t[:, None, :]
+            logits = torch.einsum("ndhw,npd->nphw", pix, t) * self.logit_scale.exp() + self.logit_bias
+            if size is not None:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
     def forward(self, images: Any, text_emb: Any) -> Any:

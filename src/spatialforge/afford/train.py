@@ -72,7 +72,8 @@ class RefSegDataset(torch.utils.data.Dataset):
             image = self.source.image(sample)
             mask = self.source.mask(sample)
         except DatasetError as exc:  # recorded and counted by the training loop
-            return {"skip": True, "ref_id": getattr(sample, "ref_id", None), "reason": str(exc)}
+            return {"skip": True, "ref_id": getattr(sample, "ref_id", None), "reason": str(exc),
+                    "kind": "unreadable_image_or_mask"}
         x, boxes = preprocess([image], self.size)
         sentence = self.source.sentence(sample, np.random.default_rng([self.seed, k]))
         return {"skip": False, "image": torch.from_numpy(x[0]),
@@ -126,9 +127,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
 
 
 def _amp(device: str, amp: str) -> tuple[bool, Any]:
-    if amp == "off" or not device.startswith("cuda"):
-        if amp in ("bf16", "fp16") and not device.startswith("cuda"):
-            return False, None  # CPU / MPS: full precision (autocast on CPU brings little for convolutions)
+    if amp == "off" or not device.startswith("cuda"):  # CPU / MPS: full precision
         return False, None
     if amp == "auto":
         return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -259,28 +258,32 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
     end = tc.steps if stop_at is None else min(tc.steps, stop_at)
     while step < end:
         optimizer.zero_grad(set_to_none=True)
-        loss_sum, n_micro = 0.0, 0
+        # fetch the step's micro-batches first, so each one's loss is weighted by its share of the
+        # step's readable refs (a partly unreadable micro-batch weighs less; all kept refs count equally)
+        micro = []
         for _ in range(tc.grad_accum):
             batch = next(batches)
             position += tc.batch_size
             for rec in batch["skipped"]:
-                skipped[rec["reason"].split(":")[-1].strip()[:80] or "unreadable"] += 1
+                skipped[rec.get("kind", "unreadable")] += 1
                 write_log({"step": step, "skipped_ref": rec["ref_id"], "reason": rec["reason"]})
-            if batch["n"] == 0:
-                continue
+            if batch["n"]:
+                micro.append(batch)
+        kept = sum(b["n"] for b in micro)
+        if kept == 0:
+            raise SpatialForgeError(f"step {step}: every ref of {tc.grad_accum} batches was unreadable "
+                                    f"({dict(skipped)}); check the data (see {log_path})")
+        loss_sum = 0.0
+        for batch in micro:
             images = batch["images"].to(device, non_blocking=True)
             masks = batch["masks"].to(device, non_blocking=True)
             text = model.clip.text_features(batch["sentences"])
             with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
                 logits = model(images, text)[:, 0]
-            loss = pixel_text_loss(logits, masks, tc.loss) / tc.grad_accum
+            loss = pixel_text_loss(logits, masks, tc.loss) * (batch["n"] / kept)
             scaler.scale(loss).backward()
-            loss_sum += float(loss.detach()) * tc.grad_accum
-            n_micro += 1
+            loss_sum += float(loss.detach())
             samples_since += batch["n"]
-        if n_micro == 0:
-            raise SpatialForgeError(f"step {step}: every ref of {tc.grad_accum} batches was unreadable "
-                                    f"({dict(skipped)}); check the data (see {log_path})")
         if tc.grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), tc.grad_clip)
@@ -288,7 +291,7 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
         scaler.update()
         scheduler.step()
         step += 1
-        window.append(loss_sum / n_micro)
+        window.append(loss_sum)
         bar.update(1)
         bar.set_postfix(loss=f"{window[-1]:.4f}")
         if step % tc.log_every == 0 or step == tc.steps:

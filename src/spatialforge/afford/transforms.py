@@ -38,7 +38,7 @@ class Letterbox:
 
 
 def letterbox(image: np.ndarray, size: int,
-              fill: tuple[int, int, int] = (124, 116, 104)) -> tuple[np.ndarray, Letterbox]:
+              fill: tuple[int, int, int] = (123, 117, 104)) -> tuple[np.ndarray, Letterbox]:
     """(H, W, 3) uint8 -> (size, size, 3) uint8 and its :class:`Letterbox` (fill: CLIP's mean colour)."""
     h, w = image.shape[:2]
     box = Letterbox.fit(w, h, size)
