@@ -7,6 +7,7 @@ import json
 import pytest
 
 from spatialforge.cli.main import main
+from spatialforge.errors import ConfigError
 from spatialforge.eval.benchmarks import load_benchmark
 from spatialforge.eval.models.base import ModelAnswer
 from spatialforge.eval.runner import read_records, run_eval
@@ -178,3 +179,44 @@ def test_local_hf_vlm_through_the_cli(bench_dir, tmp_path):
     assert main(["eval", "run", "--benchmark", str(bench_dir), "--model", f"blind:hf:{folder}", "--out", str(blind),
                  "--limit", "4", "--device", "cpu", "--max-new-tokens", "8", "--no-progress"]) == 0
     assert len(read_records(blind / "records.jsonl")) == 4
+
+
+def test_a_run_folder_belongs_to_one_model_and_benchmark(bench_dir, tmp_path, capsys):
+    bench = load_benchmark(str(bench_dir)).subset(limit=6)
+    out = tmp_path / "one"
+    run_eval(bench, _Scripted(text="yes"), out, progress=False)
+
+    class Other(_Scripted):
+        name = "another-model"
+
+    with pytest.raises(ConfigError, match=r"holds answers of another run .*model"):
+        run_eval(bench, Other(), out, progress=False)
+    with pytest.raises(ConfigError, match=r"holds answers of another run .*items"):
+        run_eval(load_benchmark(str(bench_dir)).subset(limit=7), _Scripted(text="yes"), out, progress=False)
+    # through the CLI: one line, and --overwrite starts over
+    cli_out = tmp_path / "cli"
+    args = ["eval", "run", "--benchmark", str(bench_dir), "--limit", "4", "--out", str(cli_out), "--no-progress"]
+    assert main([*args, "--model", "prior"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--model", "blind:prior"]) == 2
+    assert "another run" in capsys.readouterr().err
+    assert main([*args, "--model", "blind:prior", "--overwrite"]) == 0
+
+
+def test_a_torn_first_write_does_not_break_the_folder(bench_dir, tmp_path):
+    bench = load_benchmark(str(bench_dir)).subset(limit=5)
+    out = tmp_path / "torn"
+    out.mkdir()
+    (out / "records.jsonl").write_text('{"id": "scene_0')  # the very first write was cut short
+    s = run_eval(bench, _Scripted(), out, progress=False)
+    assert s["overall"]["n"] == 5 and len(read_records(out / "records.jsonl")) == 5
+
+
+def test_null_answers_count_as_missing(bench_dir, tmp_path):
+    bench = load_benchmark(str(bench_dir))
+    answers = tmp_path / "a.jsonl"
+    answers.write_text("".join(json.dumps({"id": it.id, "answer": None}) + "\n" for it in bench.items[:3]))
+    from spatialforge.eval.runner import score_answers
+
+    s = score_answers(bench, answers, tmp_path / "o", n_boot=10)
+    assert s["answers_file"]["missing"] == len(bench)

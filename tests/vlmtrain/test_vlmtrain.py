@@ -378,3 +378,10 @@ def test_cli_trains_and_scores_the_benchmark_during_training(tiny_model, spatial
     assert (out / "eval" / "step-000002" / "summary.json").is_file()
     assert (out / "adapter").is_dir()
     assert "last evaluation" in capsys.readouterr().out
+
+
+def test_cli_eval_every_needs_a_benchmark(tmp_path, capsys):
+    from spatialforge.cli.main import main
+
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--eval-every", "5", "--no-progress"]) == 2
+    assert "--eval-benchmark" in capsys.readouterr().err

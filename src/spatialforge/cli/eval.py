@@ -31,6 +31,7 @@ def add_eval(sub: Any) -> None:
     b.add_argument("--qa-per-image", type=int, default=10)
     b.add_argument("--units", choices=("metric", "imperial", "mixed"), default="metric")
     b.add_argument("--noise", type=float, default=0.0, help="relative depth noise of the scenes")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing benchmark in --out")
     b.add_argument("--no-progress", action="store_true")
 
     r = esub.add_parser("run", help="ask a model every question and score it (resumable)")
@@ -43,6 +44,9 @@ def add_eval(sub: Any) -> None:
     r.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
     r.add_argument("--no-image", action="store_true", help="ask without the image (a blind baseline)")
     r.add_argument("--chunk-size", type=int, default=32, help="questions per model call / per flush")
+    r.add_argument("--overwrite", action="store_true", help="delete --out first instead of resuming")
+    r.add_argument("--image-root", default=None, help="where the benchmark's images are (Q-Spatial ScanNet "
+                                                      "frames, SpatialRGPT's Omni3D images)")
     g = r.add_argument_group("model options")
     g.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
     g.add_argument("--concurrency", type=int, default=None)
@@ -59,6 +63,7 @@ def add_eval(sub: Any) -> None:
     s.add_argument("--answers", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--name", default=None, help="the model's name in the summary (default: the file name)")
+    s.add_argument("--image-root", default=None, help="where the benchmark's images are")
     s.add_argument("--seed", type=int, default=0)
 
     c = esub.add_parser("compare", help="several summaries side by side")
@@ -69,7 +74,9 @@ def add_eval(sub: Any) -> None:
 def _benchmark(args: argparse.Namespace) -> Any:
     from spatialforge.eval.benchmarks import load_benchmark
 
-    bench = load_benchmark(args.benchmark)
+    bench = load_benchmark(args.benchmark, image_root=getattr(args, "image_root", None))
+    if bench.skipped:
+        print(f"{args.benchmark}: {len(bench.skipped)} records skipped {bench.counts()['skipped_by_reason']}")
     types = tuple(t.strip() for t in (getattr(args, "types", None) or "").split(",") if t.strip()) or None
     kinds = tuple(t.strip() for t in (getattr(args, "kinds", None) or "").split(",") if t.strip()) or None
     limit = getattr(args, "limit", None)
@@ -92,12 +99,9 @@ def _build(args: argparse.Namespace) -> int:
 
     kw = {} if args.seed is None else {"seed": args.seed}
     path = build_synthetic_benchmark(args.out, n_scenes=args.n, qa_per_image=args.qa_per_image, units=args.units,
-                                     noise=args.noise, progress=not args.no_progress, **kw)
+                                     noise=args.noise, progress=not args.no_progress, overwrite=args.overwrite, **kw)
     bench = load_benchmark(str(path))
-    kinds: dict[str, int] = {}
-    for it in bench.items:
-        kinds[it.kind] = kinds.get(it.kind, 0) + 1
-    print(f"benchmark {bench.name}: {len(bench)} questions {kinds} in {path}")
+    print(f"benchmark {bench.name}: {len(bench)} questions {bench.counts()['per_kind']} in {path}")
     return 0
 
 
@@ -113,6 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     bench = _benchmark(args)
     if args.chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.overwrite and args.out.exists():
+        import shutil
+
+        shutil.rmtree(args.out)
     summary = run_eval(bench, model, args.out, chunk_size=args.chunk_size, use_image=not args.no_image,
                        progress=not args.no_progress, seed=args.seed)
     _print_summary(summary, args.out)

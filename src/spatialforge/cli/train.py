@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
+
+from spatialforge.errors import ConfigError
 
 __all__ = ["add_train", "run_train"]
 
@@ -43,25 +46,28 @@ def add_train(sub: Any) -> None:
                    help="a benchmark (as for `spatialforge eval run`) scored every --eval-every steps and at the end")
     g.add_argument("--eval-limit", type=int, default=200, help="questions per evaluation (default 200)")
     g.add_argument("--eval-every", type=int, default=None, help="optimizer steps between evaluations")
+    g.add_argument("--image-root", default=None, help="where the evaluation benchmark's images are")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _eval_fn(spec: str, limit: int, out_dir: Path) -> Any:
+def _eval_fn(spec: str, limit: int, out_dir: Path, image_root: str | None = None) -> Any:
     """Score the model being trained on a fixed sample of the benchmark; returns headline metrics."""
     from spatialforge.eval.benchmarks import load_benchmark
     from spatialforge.eval.models.hf_vlm import HFVisionLanguageModel
     from spatialforge.eval.runner import run_eval
 
-    bench = load_benchmark(spec)
+    bench = load_benchmark(spec, image_root=image_root)
     if limit and len(bench) > limit:
         bench = bench.subset(limit=limit, seed=0)
 
     def evaluate(model: Any, processor: Any, step: int) -> dict[str, Any]:
         tokenizer = getattr(processor, "tokenizer", None)
         side = getattr(tokenizer, "padding_side", None)
+        step_dir = out_dir / f"step-{step:06d}"
+        shutil.rmtree(step_dir, ignore_errors=True)  # always the model as it is now, never earlier answers
         try:
             wrapped = HFVisionLanguageModel.from_loaded(model, processor, name=f"step-{step}", max_new_tokens=48)
-            summary = run_eval(bench, wrapped, out_dir / f"step-{step:06d}", progress=False, n_boot=200)
+            summary = run_eval(bench, wrapped, step_dir, progress=False, n_boot=200)
         finally:
             if tokenizer is not None and side is not None:
                 tokenizer.padding_side = side  # training pads on its own side
@@ -86,9 +92,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.eval_every is not None:
         overrides.append(f"train.eval_every={args.eval_every}")
     config = load_vlm_train_config(args.config, overrides + list(args.overrides))
+    if args.eval_every is not None and not args.eval_benchmark:
+        raise ConfigError("--eval-every needs --eval-benchmark (the benchmark to score)")
     eval_fn = None
     if args.eval_benchmark:
-        eval_fn = _eval_fn(args.eval_benchmark, args.eval_limit, Path(config.train.output_dir) / "eval")
+        eval_fn = _eval_fn(args.eval_benchmark, args.eval_limit, Path(config.train.output_dir) / "eval",
+                           args.image_root)
     summary = train_vlm(config, eval_fn=eval_fn, progress=not args.no_progress)
     print(f"steps: {summary.get('steps')}, final loss: {summary.get('final_loss')}")
     if summary.get("evals"):

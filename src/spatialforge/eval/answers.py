@@ -1125,11 +1125,13 @@ def parse_choice(text: str, options: Sequence[str]) -> ParsedAnswer:
     low = _lower(clean)
     starts = _sentence_starts(clean)
     refusals = _refusals(low)
-    letter = _LETTER.match(low)
-    if letter and ord(letter.group(1)) - ord("a") < len(options):
-        return ParsedAnswer("ok", ord(letter.group(1)) - ord("a"), ("letter",), clean[letter.start(1):letter.end(1)])
     words = _choice_words(low)
     hits, unmatched_qual = _option_hits(words, options)
+    letter = _LETTER.match(low)
+    # an option letter decides only when the reply names no option (the prompt shows no letters, and
+    # "A) the blue chair" names the chair whatever the letter says)
+    if letter and ord(letter.group(1)) - ord("a") < len(options) and not hits:
+        return ParsedAnswer("ok", ord(letter.group(1)) - ord("a"), ("letter",), clean[letter.start(1):letter.end(1)])
     questions = [(a, b) for a, b in zip(starts, [*starts[1:], len(low)], strict=True)
                  if low[a:b].rstrip().endswith("?")]
     answer_hits = [h for h in hits if not any(a <= h.start < b for a, b in questions)]

@@ -717,8 +717,11 @@ def load_qspatial(path: str | os.PathLike[str] = QSPATIAL_HUB, split: str | None
     source, parts = _qspatial_parts(path, split)
     col = _Collector()
     n = 0
+    next_index: dict[str, int] = {}  # one running row index per split, across its Parquet files
     for part in parts:
-        for index, row in enumerate(part.rows):
+        for row in part.rows:
+            index = next_index.get(part.split, 0)
+            next_index[part.split] = index + 1
             n += 1
             item_id = f"{part.split}-{index:04d}"
             where = f"{part.origin} row {index}"

@@ -10,6 +10,7 @@ again. Records are keyed by the QA ``id``; when an id appears twice, the last re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from spatialforge.errors import DatasetError
+from spatialforge.errors import ConfigError, DatasetError
 from spatialforge.eval.answers import parse_answer
 from spatialforge.eval.metrics import score_item, summarize, write_summary
 from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
@@ -82,14 +83,48 @@ def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def _fingerprint(benchmark: Any, model: Any, use_image: bool) -> dict[str, Any]:
+    """What a run folder's answers belong to: the questions and truths, the model, the image setting."""
+    h = hashlib.sha256()
+    for it in benchmark.items:
+        h.update(json.dumps([it.id, it.question, it.truth, it.unit, list(it.options)], default=str).encode())
+    return {"benchmark": benchmark.name, "items": len(benchmark.items), "items_sha256": h.hexdigest()[:16],
+            "model": model.name, "use_image": use_image}
+
+
+def _rescored(benchmark: Any, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored answers scored again against the current items (the parser may have improved)."""
+    out = []
+    for it in benchmark.items:
+        rec = records.get(it.id)
+        if rec is None:
+            continue
+        extra = {k: rec[k] for k in ("latency_s", "model") if k in rec}
+        out.append(record_for(it, None if rec.get("error") else rec.get("answer"), rec.get("error"), extra))
+    return out
+
+
 def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chunk_size: int = 32,
              use_image: bool = True, progress: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Ask ``model`` every question of ``benchmark`` not yet answered in ``out_dir``; score; summarise."""
+    """Ask ``model`` every question of ``benchmark`` not yet answered in ``out_dir``; score; summarise.
+
+    A folder that holds answers of another model, benchmark or image setting is refused (its
+    ``fingerprint.json`` differs): use a new folder.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECORDS
+    fp_path = out / "fingerprint.json"
+    fingerprint = _fingerprint(benchmark, model, use_image)
+    if path.exists() and fp_path.is_file():
+        previous = json.loads(fp_path.read_text())
+        if previous != fingerprint:
+            changed = ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise ConfigError(f"{out}: holds answers of another run (different {changed}); "
+                              f"use a new --out or --overwrite")
+    atomic_write_json(fp_path, fingerprint)
     done = read_records(path)
-    if done:  # compact: one line per id, torn lines dropped
+    if path.exists():  # compact: one line per id, a torn last line dropped (also when nothing parsed)
         _rewrite(path, done.values())
     todo = [it for it in benchmark.items if it.id not in done or done[it.id].get("error")]
     resumed = len(benchmark.items) - len(todo)
@@ -112,7 +147,7 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
     bar.close()
     records = read_records(path)
     ids = {it.id for it in benchmark.items}
-    scored = [r for i, r in records.items() if i in ids]
+    scored = _rescored(benchmark, records)
     summary = summarize(scored, n_boot=n_boot, seed=seed)
     summary["model"] = model.name
     summary["benchmark"] = benchmark.name
@@ -169,11 +204,10 @@ def score_answers(benchmark: Any, answers_path: str | os.PathLike[str], out_dir:
     records = []
     missing = 0
     for it in items:
-        if it.id in answers:
-            records.append(record_for(it, answers[it.id]))
-        else:
+        text = answers.get(it.id)
+        if text is None:  # no line, or "answer": null
             missing += 1
-            records.append(record_for(it, None))
+        records.append(record_for(it, text))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _rewrite(out / RECORDS, records)

@@ -59,7 +59,7 @@ class BenchmarkItem:
             else:
                 raise DatasetError(f"{self.id}: the item has no image")
             return img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             if self.image_bytes is not None:  # PIL's message would print the buffer's memory address
                 raise DatasetError(f"{self.id}: cannot read the image bytes ({type(exc).__name__})") from None
             raise DatasetError(f"{self.image_path}: cannot read image ({exc})", path=self.image_path) from None

@@ -122,6 +122,10 @@ def build_model(spec: str, **options: Any) -> VQAModel:
             rest = model.strip()
         if not rest:
             raise _spec_error(spec, "the model name is empty")
+        # the same settings under the names the local backend uses
+        for alias, name in (("max_new_tokens", "max_tokens"), ("max_image_side", "image_max_side")):
+            if alias in options:
+                options = {name: options[alias], **{k: v for k, v in options.items() if k != alias}}
         return _construct("openai", _backend_class("openai"), rest, **options)
     if prefix == "hf" and sep:
         if not rest:
