@@ -323,3 +323,24 @@ def test_real_clip_weights():
     emb = embedder.embed_text(["a sofa", "a couch", "an airplane"])
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.05
     assert embedder.embedding_dim == emb.shape[1] == 768
+
+
+def test_filter_and_tags_run_the_image_tower_once(clip_dir):
+    stage = ClipFilter(model_id=str(clip_dir), batch_size=4)
+    stage.load()
+    calls = []
+    original = stage.model.get_image_features
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["pixel_values"].shape[0])
+        return original(*args, **kwargs)
+
+    stage.model.get_image_features = counting
+    images = _images(6)
+    decisions = stage(images)
+    tags = stage.tags(images, ["chair", "table", "mug"], 2)
+    assert sum(calls) == 6 and len(decisions) == len(tags) == 6  # tags reused the filter's embeddings
+    again = ClipFilter(model_id=str(clip_dir), batch_size=4).tags(images, ["chair", "table", "mug"], 2)
+    assert again == tags  # cached embeddings give the same answers as fresh ones
+    stage.unload()
+    assert not stage._image_cache

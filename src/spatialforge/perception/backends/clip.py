@@ -13,6 +13,7 @@ Both stages load ``transformers.CLIPModel`` and ``CLIPProcessor`` from ``model_i
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -125,6 +126,8 @@ class _ClipStage(HFStage):
         self.text_batch_size = positive_int(text_batch_size, "text_batch_size")
         self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         self._text_cache_model: Any = None
+        # the filter's decision and its tags read the same photos: their embeddings are computed once
+        self._image_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     # -- lifecycle
     def _load(self) -> tuple[Any, Any]:
@@ -136,6 +139,7 @@ class _ClipStage(HFStage):
     def unload(self) -> None:
         self._text_cache.clear()
         self._text_cache_model = None
+        self._image_cache.clear()
         super().unload()
 
     # -- encoders
@@ -172,18 +176,28 @@ class _ClipStage(HFStage):
         return _unit_rows(np.concatenate(chunks, axis=0))
 
     def _encode_images(self, images: list[np.ndarray]) -> np.ndarray:
-        """Unit-norm float32 (N, D) embeddings of RGB uint8 images; one forward per ``batch_size`` images."""
+        """Unit-norm float32 (N, D) embeddings of RGB uint8 images; one forward per ``batch_size`` images.
+
+        Embeddings of the last few hundred images are kept (keyed by a digest of the pixels), so
+        the filter and the tagger, which see the same photos, run the image tower once.
+        """
         self.load()
         torch = self.torch
-        chunks = []
+        keys = [hashlib.blake2b(np.ascontiguousarray(img).tobytes() + str(img.shape).encode(), digest_size=16).digest()
+                for img in images]
+        todo = [i for i, k in enumerate(keys) if k not in self._image_cache]
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = images[start:start + self.batch_size]
-                enc = self.processor(images=batch, return_tensors="pt", input_data_format="channels_last")
+            for start in range(0, len(todo), self.batch_size):
+                idx = todo[start:start + self.batch_size]
+                enc = self.processor(images=[images[i] for i in idx], return_tensors="pt",
+                                     input_data_format="channels_last")
                 pixels = enc["pixel_values"].to(self.device, dtype=self.dtype)
-                feats = _features(self.model.get_image_features(pixel_values=pixels))
-                chunks.append(feats.float().cpu().numpy())
-        return _unit_rows(np.concatenate(chunks, axis=0))
+                feats = _unit_rows(_features(self.model.get_image_features(pixel_values=pixels)).float().cpu().numpy())
+                for i, f in zip(idx, feats, strict=True):
+                    self._image_cache[keys[i]] = f
+                    while len(self._image_cache) > 512:
+                        self._image_cache.popitem(last=False)
+        return np.stack([self._image_cache[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
 
     def _cached_texts(self, texts: tuple[str, ...]) -> np.ndarray:
         """``_encode_texts`` cached per text tuple for the currently loaded model (bounded LRU)."""
