@@ -304,9 +304,11 @@ def test_train_mix_eval_resume_and_merged_export(tiny_model, spatial_out, genera
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=30", "train.resume=false"),
                   progress=False, log=_quiet)
-    second = train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=30", "train.export_merged=true"),
-                       progress=False, log=_quiet)
+    second = train_vlm(_config(tiny_model, spatial_out, out, *mix, "train.max_steps=30", "train.export_merged=true",
+                               "train.eval_every=10"), eval_fn=_generate_eval, progress=False, log=_quiet)
     assert second["steps"] == 30 and second["resumed_from"].endswith("checkpoint-15")
+    # the evaluations before the resume are kept in the summary
+    assert [e["step"] for e in second["evals"]] == [5, 10, 15, 20, 30]
     losses = [e["loss"] for e in second["loss_history"]]
     assert [e["step"] for e in second["loss_history"]] == list(range(1, 31))
     assert losses[:15] == [e["loss"] for e in first["loss_history"]]

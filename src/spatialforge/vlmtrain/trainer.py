@@ -242,8 +242,21 @@ def _trainer_class(trl: Any) -> type:
     return SpatialSFTTrainer
 
 
+def _all_evals(path: Path) -> list[dict[str, Any]]:
+    """Every evaluation of the run, this process's and those before a resume (last one per step)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            by_step[int(rec["step"])] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
 def _eval_callback(transformers: Any, torch: Any, eval_fn: EvalFn, every: int | None, processor: Any,
-                   log: Callable[[str], None]) -> Any:
+                   log: Callable[[str], None], record_path: Path | None = None) -> Any:
     class EvalHook(transformers.TrainerCallback):
         """Calls ``eval_fn(model, processor, step)`` every ``every`` steps and after the last step."""
 
@@ -275,6 +288,9 @@ def _eval_callback(transformers: Any, torch: Any, eval_fn: EvalFn, every: int | 
                     model.train()
             self.results.append({"step": step, "metrics": dict(result)})
             self.last_step = step
+            if record_path is not None:  # kept across resumes: the run summary lists every evaluation
+                with record_path.open("a") as f:
+                    f.write(json.dumps(_jsonable(self.results[-1]), default=str) + "\n")
             log(f"eval at step {step}: {json.dumps(dict(result), default=str)}")
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -440,8 +456,11 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     trainer = _trainer_class(trl)(model=model, args=args, train_dataset=train_set.positions_dataset(),
                                   data_collator=collator, processing_class=processor)
     hook = None
+    if not resume_from:  # a new run: earlier evaluations in this folder are not this run's
+        (out / "evals.jsonl").unlink(missing_ok=True)
     if eval_fn is not None:
-        hook = _eval_callback(transformers, torch, eval_fn, run.eval_every, processor, log)
+        hook = _eval_callback(transformers, torch, eval_fn, run.eval_every, processor, log,
+                              record_path=out / "evals.jsonl")
         hook.trainer = trainer
         trainer.add_callback(hook)
     if cuda:
@@ -488,7 +507,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         "time_s": round(train_time, 3),  # the training loop (without loading and export)
         "wall_time_s": round(time.perf_counter() - wall_start, 3),
         "peak_gpu_memory_bytes": int(torch.cuda.max_memory_allocated()) if cuda else None,
-        "evals": _jsonable(hook.results) if hook is not None else [],
+        "evals": _all_evals(out / "evals.jsonl") if hook is not None else [],
         "output_dir": str(out),
         "adapter_dir": str(adapter_dir),
         "merged_dir": str(merged_dir) if merged_dir else None,
