@@ -111,7 +111,9 @@ def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxe
     kind, backend, key = STAGES[name]
     stage = build_stage(kind, backend, model_id=models[key], device=device, dtype=dtype)
     stage.load()
-    _call(name, stage, images[:batch], boxes[:batch])  # warm-up (kernels, caches)
+    _call(name, stage, images[:batch], boxes[:batch])  # warm-up (kernels)
+    if hasattr(stage, "_image_cache"):
+        stage._image_cache.clear()  # time the image tower on every photo, not the warm-up's cached embeddings
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
