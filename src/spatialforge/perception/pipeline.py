@@ -97,11 +97,15 @@ class PerceptionPipeline:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
+        ok = False
         try:
-            return fn()
-        finally:
+            out = fn()
+            ok = True
+            return out
+        finally:  # time spent counts either way; images count once, when their call succeeded
             self.timings[name] += time.perf_counter() - t0
-            self.images_seen[name] += n
+            if ok:
+                self.images_seen[name] += n
             if cuda:
                 peak = torch.cuda.max_memory_allocated() / 2**20
                 self.peak_memory_mb[name] = max(self.peak_memory_mb[name] or 0.0, peak)
