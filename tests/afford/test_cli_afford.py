@@ -137,3 +137,16 @@ def test_evaluate_errors(trained, tmp_path, capsys):
     assert main(["afford", "evaluate", "--agd20k", str(tmp_path / "A"), "--split", "Unseen", "--checkpoint",
                  str(trained["ckpt"]), "--clip-model", wide, "--no-progress"]) == 2
     assert "different backbone" in capsys.readouterr().err
+
+
+def test_training_refs_on_validation_images_are_excluded(trained):
+    from spatialforge.afford.refcoco import ExcludeImages, open_refer
+
+    train_src = open_refer(trained["data"], ["refcoco/unc"], split="train")
+    some_images = frozenset(s.image_id for s in train_src.samples[:2])
+    view = ExcludeImages(train_src, some_images)
+    assert len(view) == len(train_src) - view.excluded and view.excluded >= 2
+    assert all(s.image_id not in some_images for s in view)
+    sample = view[0]
+    assert view.image(sample).shape[:2] == view.mask(sample).shape
+    assert view.summary()["excluded_overlapping_refs"] == view.excluded

@@ -53,6 +53,7 @@ class TrainConfig:
     split: str = "train"
     val_datasets: tuple[str, ...] = ("refcoco/unc",)
     val_split: str = "val"
+    exclude_val_images: bool = True  # drop training refs whose COCO image is in the validation split
     image_dir: str | None = None  # COCO train2014 images (default: the refer layout under data_root)
     steps: int = 20000
     batch_size: int = 32

@@ -50,6 +50,7 @@ __all__ = [
     "SKIP_REASONS",
     "VALID_SPLIT_BY",
     "ConcatRefDataset",
+    "ExcludeImages",
     "RefDataset",
     "RefSample",
     "open_refer",
@@ -682,3 +683,35 @@ def open_refer(data_root: str | os.PathLike, names: str | Sequence[str], split: 
         raise ConfigError(f"refer dataset {dupes[0]} is named twice")
     members = [RefDataset(data_root, dataset=d, split_by=s, split=split, **kw) for d, s in parsed]
     return members[0] if len(members) == 1 else ConcatRefDataset(members)
+
+
+class ExcludeImages:
+    """A view of a ref dataset without the refs of some images (e.g. the validation images: RefCOCO,
+    RefCOCO+ and RefCOCOg share COCO images, so training on one and validating on another would
+    otherwise train on validation images). Same interface as the dataset it wraps."""
+
+    def __init__(self, source: RefDataset | ConcatRefDataset, image_ids: set[int] | frozenset[int]) -> None:
+        self.source = source
+        self.samples = [s for s in source.samples if s.image_id not in image_ids]
+        self.excluded = len(source.samples) - len(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> RefSample:
+        return self.samples[index]
+
+    def __iter__(self) -> Iterator[RefSample]:
+        return iter(self.samples)
+
+    def image(self, sample: RefSample) -> np.ndarray:
+        return self.source.image(sample)
+
+    def mask(self, sample: RefSample) -> np.ndarray:
+        return self.source.mask(sample)
+
+    def sentence(self, sample: RefSample, rng: np.random.Generator) -> str:
+        return self.source.sentence(sample, rng)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.source.summary(), refs=len(self.samples), excluded_overlapping_refs=self.excluded)

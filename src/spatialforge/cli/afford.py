@@ -113,6 +113,10 @@ def _train(args: argparse.Namespace) -> int:
 
         train_src = open_refer(tc.data_root, list(tc.datasets), split=tc.split, image_dir=tc.image_dir)
         val_src = open_refer(tc.data_root, list(tc.val_datasets), split=tc.val_split, image_dir=tc.image_dir)
+        if tc.exclude_val_images:  # the RefCOCO family shares COCO images between datasets and splits
+            from spatialforge.afford.refcoco import ExcludeImages
+
+            train_src = ExcludeImages(train_src, frozenset(s.image_id for s in val_src.samples))
         for name, src in (("train", train_src), ("validation", val_src)):
             info = src.summary()
             print(f"{name}: {info.get('refs', len(src))} refs, skipped {info.get('skipped', {})}")
