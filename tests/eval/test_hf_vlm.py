@@ -1,4 +1,5 @@
-"""The local Hugging Face VLM backend on tiny random Qwen2.5-VL, Idefics3 (SmolVLM), LLaVA and PaliGemma models."""
+"""The local Hugging Face VLM backend on tiny random Qwen2.5-VL, Idefics3 (SmolVLM), SmolVLM2, LLaVA and PaliGemma
+models."""
 
 from __future__ import annotations
 
@@ -83,10 +84,15 @@ from .tiny_vlms import FAMILIES, build_tiny_vlm  # noqa: E402
 PROMPT_SHAPE = {
     "qwen2_5_vl": (["<|vision_end|>", "how", "far"], ["<|im_start|>", "assistant"]),
     "idefics3": (["<fake_token_around_image>", "<global-img>", "<image>"], ["assistant", ":"]),
+    # "...<end_of_utterance>\nUser:<image>How far ...<end_of_utterance>\nAssistant:", the image split into tiles
+    "smolvlm2": (["<end_of_utterance>", "user", ":", "<fake_token_around_image>", "<row_1_col_1>", "<image>"],
+                 ["<end_of_utterance>", "assistant", ":"]),
     "llava": (["user", ":", "<image>"], ["assistant", ":"]),  # "USER: <image>\nHow far ... ASSISTANT:"
     "paligemma": (["<image>", "<bos>", "answer", "en", "how", "far"], ["."]),
 }
-IMAGE_TOKEN = {"qwen2_5_vl": "<|image_pad|>", "idefics3": "<image>", "llava": "<image>", "paligemma": "<image>"}
+IMAGE_TOKEN = {"qwen2_5_vl": "<|image_pad|>", "idefics3": "<image>", "smolvlm2": "<image>", "llava": "<image>",
+               "paligemma": "<image>"}
+MODEL_TYPE = {"smolvlm2": "smolvlm"}  # config.model_type where it is not the family name
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +206,7 @@ def test_an_unreadable_image_fails_only_its_item(family, models, reference):
 def test_describe_after_loading(family, models, tiny_dirs):
     info = models[family].describe()
     assert info["loaded"] is True and info["model_id"] == tiny_dirs[family]
-    assert info["model_type"] == family
+    assert info["model_type"] == MODEL_TYPE.get(family, family)
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["prompt_format"] == ("plain" if family == "paligemma" else "chat")
     assert info["plain_template"] == ("answer en {prompt}" if family == "paligemma" else None)
@@ -233,6 +239,40 @@ def test_the_same_failure_on_every_item_raises(models, monkeypatch):
         model.answer(_items())
     one = model.answer(_items()[:1])  # a single item: a per-item failure, not a systematic one
     assert one[0].text is None and one[0].error == "RuntimeError: the model is broken"
+
+
+def test_smolvlm2_prompts_tile_the_images_and_batches_mixed_tile_counts(models, tiny_dirs, reference, monkeypatch):
+    """SmolVLM2: SmolVLMProcessor gets one image list per prompt; images with different tile counts share a batch."""
+    model = models["smolvlm2"]
+    assert type(model.processor).__name__ == "SmolVLMProcessor"
+    assert type(model.model).__name__ == "SmolVLMForConditionalGeneration"
+    a, _, c = _items()
+    wide = BenchmarkItem(id="q-wide", benchmark="tiny", question="Is the shelf long?", kind="yes_no", type="size",
+                         truth=True, unit="bool", image_bytes=_png(64, 8, 5))  # 1 x 2 tiles instead of 2 x 2
+    spy = _Spy(model.model)
+    monkeypatch.setattr(model.model, "generate", spy)
+    answers = model.answer([a, wide, c])
+    assert all(x.ok and x.meta["batch_size"] == 3 for x in answers)  # one batch, no item-by-item retry
+    call = spy.calls[0]
+    assert tuple(call["pixel_values"].shape) == (3, 5, 3, 16, 16)  # per prompt: up to 4 tiles + the global image
+    assert not call["pixel_values"][1, 3:].any()  # the wide image: 2 tiles + global, then empty padding
+    assert bool(call["pixel_attention_mask"][1, :3].all()) and not call["pixel_attention_mask"][1, 3:].any()
+    two_by_two = ["<row_1_col_1>", "<row_1_col_2>", "<row_2_col_1>", "<row_2_col_2>"]
+    for r, row_tiles in enumerate([two_by_two, two_by_two[:2], two_by_two]):
+        tokens = _tokens(model, call["input_ids"][r][call["attention_mask"][r].bool()])
+        assert tokens[:3] == ["<|im_start|>", "system", ":"]
+        assert tokens[-3:] == ["<end_of_utterance>", "assistant", ":"]
+        assert [t for t in tokens if t.startswith("<row_")] == row_tiles
+        assert tokens.count("<global-img>") == 1 and tokens.count("<image>") == 4 * (len(row_tiles) + 1)
+        assert tokens.count("<fake_token_around_image>") == len(row_tiles) + 2
+        start = tokens.index("<global-img>") - 1
+        assert tokens[start:start + 7] == ["<fake_token_around_image>", "<global-img>", *["<image>"] * 4,
+                                           "<fake_token_around_image>"]
+        assert tokens.count("<end_of_utterance>") == 2  # closing the system and the user turns
+    # the same answers as one by one
+    assert [answers[0].text, answers[2].text] == [reference["smolvlm2"][True][0], reference["smolvlm2"][True][2]]
+    single = HFVisionLanguageModel(tiny_dirs["smolvlm2"], device="cpu", batch_size=1, max_new_tokens=NEW_TOKENS)
+    assert single.answer([wide])[0].text == answers[1].text
 
 
 def test_system_prompt_turn_and_fallback_for_templates_without_a_system_role(tiny_dirs, monkeypatch):

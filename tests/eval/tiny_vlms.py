@@ -19,8 +19,9 @@ take the same path as for a hub id. Nothing is downloaded.
   input embeddings, so the model writes ``max_new_tokens`` vocabulary words rather than stopping at
   once or emitting tokens that decode to nothing.
 
-Families: ``qwen2_5_vl`` (Qwen2.5-VL), ``idefics3`` (SmolVLM-256M/500M and Idefics3), ``llava``
-(LLaVA-1.5) and ``paligemma`` (PaliGemma / PaliGemma 2). ``build_tiny_vlm(family, folder)`` builds one.
+Families: ``qwen2_5_vl`` (Qwen2.5-VL), ``idefics3`` (SmolVLM-256M/500M and Idefics3), ``smolvlm2``
+(SmolVLM2, model type ``smolvlm``; its processor needs ``num2words``), ``llava`` (LLaVA-1.5) and ``paligemma``
+(PaliGemma / PaliGemma 2). ``build_tiny_vlm(family, folder)`` builds one.
 """
 
 from __future__ import annotations
@@ -181,6 +182,46 @@ def build_tiny_idefics3(folder: str | Path, seed: int = 0) -> Path:
     return _save(model, processor, folder)
 
 
+# ----------------------------------------------------------------------------- SmolVLM2
+# the SmolVLM2 checkpoints ship the SmolVLM layout above (a "<video>" entry besides "<image>")
+SMOLVLM2_CHAT_TEMPLATE = SMOLVLM_CHAT_TEMPLATE.replace(
+    "{% elif c['type'] == 'text' %}", "{% elif c['type'] == 'video' %}<video>{% elif c['type'] == 'text' %}")
+
+
+def build_tiny_smolvlm2(folder: str | Path, seed: int = 0) -> Path:
+    """SmolVLM2 (``SmolVLMForConditionalGeneration`` + ``SmolVLMProcessor``, needs ``num2words``).
+
+    Like the real checkpoints the images are split: scaled to a longest side of 32 px (sides rounded up to
+    multiples of 16), cut into 16 px tiles (``<row_i_col_j>``) followed by the 16 px global image
+    (``<global-img>``); patch 4, pixel shuffle 2 -> 4 image tokens per tile, e.g. 2 x 2 tiles + global = 20
+    for a 40 x 28 px image, 1 x 2 tiles + global = 12 for a 64 x 8 px one.
+    """
+    import torch
+    import transformers as tf
+
+    folder = Path(folder)
+    rows = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
+               "<image>", "<global-img>", "<video>", "<unk>", *rows]
+    tok = _tokenizer(special, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>", unk="<unk>")
+    ids = tok.get_vocab()
+    sizes = dict(size={"longest_edge": 32}, max_image_size={"longest_edge": 16})
+    image_processor = tf.SmolVLMImageProcessor(do_image_splitting=True, **sizes)
+    video_processor = tf.SmolVLMVideoProcessor(**sizes)
+    processor = tf.SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
+                                    image_seq_len=4, chat_template=SMOLVLM2_CHAT_TEMPLATE)
+    config = tf.SmolVLMConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=16, patch_size=4),
+        text_config=dict(_text(len(tok), ids["<|im_start|>"], ids["<end_of_utterance>"], ids["<|im_end|>"]),
+                         model_type="llama"),
+        scale_factor=2, image_token_id=ids["<image>"], pad_token_id=ids["<|im_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = tf.SmolVLMForConditionalGeneration(config).eval()
+    _randomize(model, seed, tok)
+    return _save(model, processor, folder)
+
+
 # ----------------------------------------------------------------------------- LLaVA-1.5
 # layout of llava-1.5-hf's template: "USER: <image>\ntext ASSISTANT:" (the tokenizer adds <s>)
 LLAVA_CHAT_TEMPLATE = (
@@ -244,6 +285,7 @@ def build_tiny_paligemma(folder: str | Path, seed: int = 0) -> Path:
 FAMILIES: dict[str, Callable[..., Path]] = {
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "idefics3": build_tiny_idefics3,
+    "smolvlm2": build_tiny_smolvlm2,
     "llava": build_tiny_llava,
     "paligemma": build_tiny_paligemma,
 }

@@ -44,8 +44,12 @@ all: loading fails (:class:`~spatialforge.errors.ConfigError`), or every item of
 failed in generation with the same error (a systematic failure, e.g. a processor that does not
 fit the model).
 
-Processor notes: SmolVLM-256M/500M-Instruct load as Idefics3 (``Idefics3Processor``); SmolVLM2 checkpoints use
-``SmolVLMProcessor``, which needs the ``num2words`` package (not installed with transformers). Qwen2.5-VL's
+Processor notes: SmolVLM-256M/500M-Instruct load as Idefics3 (``Idefics3Processor``); SmolVLM2 checkpoints
+(``HuggingFaceTB/SmolVLM2-2.2B-Instruct`` ...) load as ``SmolVLMForConditionalGeneration`` with ``SmolVLMProcessor``,
+which needs the ``num2words`` package (in the ``models`` extra) and gets the batch's images as one list per prompt
+(it reads a flat list as the images of a single prompt); their prompt is the SmolVLM chat layout
+``<|im_start|>User:<image>...<end_of_utterance>\nAssistant:``, the image expanded into its tiles
+(``<fake_token_around_image><row_i_col_j><image>...``) and the global image (``<global-img>``). Qwen2.5-VL's
 processor keeps images up to ~12.8 M pixels (16 k image tokens): bound it with ``max_image_side`` or
 ``processor_kwargs={"max_pixels": ...}``.
 
@@ -76,6 +80,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: Model types prompted in the plain format even if their tokenizer carries a (text) chat template.
 PLAIN_FORMAT_MODEL_TYPES = frozenset({"paligemma"})
 _DEFAULT_PLAIN_TEMPLATES = {"paligemma": "answer en {prompt}"}
+#: Model types whose processor takes a batch's images as one list per prompt (SmolVLM2's ``SmolVLMProcessor``
+#: reads a flat list as all the images of a single prompt).
+_NESTED_IMAGES_MODEL_TYPES = frozenset({"smolvlm"})
 _ERROR_CHARS = 500
 
 
@@ -368,8 +375,10 @@ class HFVisionLanguageModel:
         if self.prompt_format == "chat":
             texts = [self._chat_text(job) for job in batch]
             if with_images:
-                return dict(processor(text=texts, images=[job.image for job in batch], padding=True,
-                                      return_tensors="pt"))
+                images = [job.image for job in batch]
+                if self.model_type in _NESTED_IMAGES_MODEL_TYPES:
+                    images = [[image] for image in images]  # one image per prompt
+                return dict(processor(text=texts, images=images, padding=True, return_tensors="pt"))
             return dict(processor(text=texts, padding=True, return_tensors="pt"))
         texts = [self._plain_text(job) for job in batch]
         if with_images:
