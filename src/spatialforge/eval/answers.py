@@ -97,6 +97,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from spatialforge.eval.types import ParsedAnswer
+from spatialforge.qa.refer import singular
 
 __all__ = [
     "LENGTH_UNITS",
@@ -1013,16 +1014,6 @@ _BOTH = re.compile(r"\b(?:both|either|neither|equally|same|equal|identical|tied|
 _LETTER = re.compile(r"\W*(?:(?:option|answer|choice)\s*:?\s*)?\(?([a-h])\)?(?:[.:)]|\s*$)")
 
 
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "xes", "sses")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
 @dataclass(frozen=True)
 class _W:
     w: str
@@ -1041,7 +1032,7 @@ def _choice_words(low: str) -> list[_W]:
             w = w[:-2]
         w = _QUAL_MAP.get(w, w)
         if not w.startswith("~") and w[0].isalpha():
-            w = _singular(w)
+            w = singular(w)
         out.append(_W(w, m.start(), m.end()))
     return out
 

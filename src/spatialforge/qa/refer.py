@@ -20,7 +20,7 @@ import numpy as np
 
 from spatialforge.core.types import SceneObject
 
-__all__ = ["Reference", "caption_phrase", "captions_collide", "head_noun", "resolve_references"]
+__all__ = ["Reference", "caption_phrase", "captions_collide", "head_noun", "resolve_references", "singular"]
 
 _ARTICLES = ("a ", "an ", "the ")
 _PREPOSITIONS = {"of", "with", "on", "in", "near", "for", "from", "at", "by", "under", "behind", "next"}
@@ -47,7 +47,8 @@ def _words(caption: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", _strip_article(caption).lower())
 
 
-def _singular(word: str) -> str:
+def singular(word: str) -> str:
+    """A plural noun's singular by the common English endings (mugs -> mug, boxes -> box, batteries -> battery)."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 4 and word.endswith(("ches", "shes", "xes", "sses")):
@@ -64,7 +65,7 @@ def head_noun(caption: str) -> str:
         if i > 0 and w in _PREPOSITIONS:
             words = words[:i]
             break
-    return _singular(words[-1]) if words else ""
+    return singular(words[-1]) if words else ""
 
 
 def _contains(big: list[str], small: list[str]) -> bool:
