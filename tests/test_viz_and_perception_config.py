@@ -121,3 +121,27 @@ def test_score_threshold_defaults_to_each_detectors_own():
     cfg = PerceptionConfig(detector=StageSpec("owlv2", options={"score_threshold": 0.05}), score_threshold=0.4)
     assert PerceptionPipeline.from_config(cfg).stages["detector"].score_threshold == 0.05  # its own option wins
     assert set(DETECTOR_THRESHOLD) == {"grounding-dino", "owlv2"}
+
+
+def test_config_values_are_typed_and_checked(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('batch_size = "16"\nmin_mask_pixels = 64.0\n')
+    cfg = load_perception_config(p)
+    assert cfg.batch_size == 16 and cfg.min_mask_pixels == 64 and isinstance(cfg.min_mask_pixels, int)
+    for text, msg in (('min_mask_pixels = -1', "min_mask_pixels must be an integer >= 1"),
+                      ('max_objects = 0', "max_objects must be an integer >= 1"),
+                      ('batch_size = "many"', "batch_size: expected int")):
+        p.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=msg):
+            load_perception_config(p)
+
+
+def test_hf_image_ids_do_not_depend_on_limit(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from spatialforge.perception.image_io import iter_hf_images
+
+    # 100001 rows: ids need 6 digits whether or not --limit asks for a few (rows are not images here:
+    # each yields a recorded failure, which carries the same id an image would)
+    datasets.Dataset.from_dict({"image": list(range(100_001))}).save_to_disk(str(tmp_path / "hf"))
+    some = [i.image_id for i in iter_hf_images(str(tmp_path / "hf"), limit=2)]
+    assert some == ["train-000000", "train-000001"]

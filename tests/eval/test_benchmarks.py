@@ -321,3 +321,21 @@ def test_load_benchmark_dispatch(tmp_path, generated):
     for spec in ("mmbench:foo", str(tmp_path / "missing"), "", "qspatial:"):
         with pytest.raises(ConfigError, match="qspatial:PATH_OR_HUB"):
             load_benchmark(spec)
+
+
+def test_qspatial_split_over_several_parquet_files_keeps_every_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .bench_fixtures import QSPATIAL_PLUS, _qspatial_records, _qspatial_schema
+
+    rows = [r for r in QSPATIAL_PLUS if r[5]]  # rows with an embedded image
+    half = len(rows) // 2
+    for k, part in enumerate((rows[:half], rows[half:])):
+        path = tmp_path / "data" / f"QSpatial_plus-{k:05d}-of-00002.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pydict(_qspatial_records(part), schema=_qspatial_schema()), path)
+    bench = load_qspatial(tmp_path, "QSpatial_plus")
+    ids = sorted([it.id for it in bench] + [s["id"] for s in bench.skipped])  # one row has an unknown unit
+    assert ids == [f"QSpatial_plus-{i:04d}" for i in range(len(rows))]
+    assert not [s for s in bench.skipped if s["reason"] == "duplicate_id"]

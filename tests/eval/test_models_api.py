@@ -442,3 +442,8 @@ def test_constructor_validation():
         OpenAICompatibleModel("m", extra_body={"x": object()})
     with pytest.raises(ConfigError, match="prompt style"):
         OpenAICompatibleModel("m", prompt_style="fancy")
+
+
+def test_openai_accepts_the_local_backends_option_names():
+    m = build_model("openai:x@http://127.0.0.1:9/v1", max_new_tokens=5, max_image_side=256)
+    assert m.max_tokens == 5 and m.image_max_side == 256
