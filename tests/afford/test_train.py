@@ -157,3 +157,27 @@ def test_evaluate_referring_is_exact_on_a_perfect_predictor(clip_name):
     res = evaluate_referring(model, src, device="cpu")
     assert res["sentences"] == len(jobs)
     assert res["mIoU"] > 0.97 and res["oIoU"] > 0.97
+
+
+def test_accumulation_weights_micro_batches_by_readable_refs(clip_name, tmp_path):
+    """Three of the first micro-batch's four refs are unreadable: accumulating 4 + 4 must equal one
+    batch of 8 (both average over the 5 readable refs), not average the two micro-batch means."""
+    src = ShapesRefDataset(10, size=64, seed=4)
+    order = RefSegDataset(src, 64, 0)
+    bad = {src.samples[order.ref_index(k)].ref_id for k in range(3)}
+
+    class Unreadable(ShapesRefDataset):
+        def image(self, sample):
+            if sample.ref_id in bad:
+                raise DatasetError(f"img_{sample.ref_id}.jpg: cannot read image", path="x")
+            return super().image(sample)
+
+    src = Unreadable(10, size=64, seed=4)
+    big = train(_config(clip_name, steps=1, batch_size=8, grad_clip=None), tmp_path / "big", train_source=src,
+                progress=False)
+    acc = train(_config(clip_name, steps=1, batch_size=4, grad_accum=2, grad_clip=None), tmp_path / "acc",
+                train_source=src, progress=False)
+    assert sum(big["skipped"].values()) == sum(acc["skipped"].values()) == 3
+    # the optimised objective (whose gradient the step follows) is the same mean over the 5 readable refs;
+    # the mean of the two micro-batch means would weigh the lone readable ref of the first one 2.5x
+    assert acc["loss_history"][0]["loss"] == pytest.approx(big["loss_history"][0]["loss"], rel=1e-5)
