@@ -18,7 +18,8 @@ from spatialforge._device import resolve_device
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError
 
-__all__ = ["DTYPES", "HFStage", "as_rgb", "image_list", "positive_int", "resolve_device", "torch_dtype"]
+__all__ = ["DTYPES", "HFStage", "as_rgb", "image_list", "positive_int", "prompt_lists", "resolve_device",
+           "torch_dtype"]
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -128,3 +129,20 @@ def image_list(images: Sequence[np.ndarray]) -> list[np.ndarray]:
         raise ValueError(f"images must be a sequence of (H, W, 3) arrays (a list, or an (N, H, W, 3) array), "
                          f"got one array of shape {images.shape}")
     return [as_rgb(img, i) for i, img in enumerate(images)]
+
+
+def prompt_lists(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
+    """Detector prompts validated as one sequence of strings per image (``ValueError`` otherwise)."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise ValueError(f"prompts must be a sequence (one list of phrases per image), got {type(prompts).__name__}")
+    if len(prompts) != n_images:
+        raise ValueError(f"got {n_images} images but {len(prompts)} prompt lists (one list per image)")
+    out = []
+    for i, plist in enumerate(prompts):
+        if isinstance(plist, str) or not isinstance(plist, Sequence):
+            raise ValueError(f"prompts[{i}] must be a list of phrases, got {type(plist).__name__} {plist!r}")
+        for p in plist:
+            if not isinstance(p, str):
+                raise ValueError(f"prompts[{i}]: every phrase must be a string, got {type(p).__name__} {p!r}")
+        out.append(list(plist))
+    return out

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int, prompt_lists
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "GroundingDinoDetector"]
@@ -66,23 +66,6 @@ def _threshold(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{what} must be a finite number >= 0 (a probability; > 1 keeps nothing), got {value!r}")
     return float(value)
-
-
-def _prompt_lists(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
-    """``prompts`` validated as one sequence of non-empty strings per image."""
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise ValueError(f"prompts must be a sequence (one list of phrases per image), got {type(prompts).__name__}")
-    if len(prompts) != n_images:
-        raise ValueError(f"got {n_images} images but {len(prompts)} prompt lists (one list per image)")
-    out = []
-    for i, plist in enumerate(prompts):
-        if isinstance(plist, str) or not isinstance(plist, Sequence):
-            raise ValueError(f"prompts[{i}] must be a list of phrases, got {type(plist).__name__} {plist!r}")
-        for p in plist:
-            if not isinstance(p, str):
-                raise ValueError(f"prompts[{i}]: every phrase must be a string, got {type(p).__name__} {p!r}")
-        out.append(list(plist))
-    return out
 
 
 def _model_phrase(prompt: str) -> str:
@@ -195,7 +178,7 @@ class GroundingDinoDetector(HFStage):
     def __call__(self, images: Sequence[np.ndarray], prompts: Sequence[Sequence[str]]) -> list[Detections]:
         """One raw :class:`Detections` per image, for that image's prompts (labels are prompts)."""
         imgs = image_list(images)
-        pairs = [_unique_phrases(p, i) for i, p in enumerate(_prompt_lists(prompts, len(imgs)))]
+        pairs = [_unique_phrases(p, i) for i, p in enumerate(prompt_lists(prompts, len(imgs)))]
         if not any(pairs):
             return [Detections.empty() for _ in imgs]
         self.load()

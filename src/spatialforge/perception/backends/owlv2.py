@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int
+from spatialforge.perception.backends.base import HFStage, image_list, positive_int, prompt_lists
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "DEFAULT_QUERY_TEMPLATE", "Owlv2Detector"]
@@ -53,18 +53,10 @@ DEFAULT_QUERY_TEMPLATE = "a photo of a {phrase}"
 # ----------------------------------------------------------------------------- validation helpers
 def _unique_prompts(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[str]]:
     """Per image, its prompts validated, with repeats (after lower-casing / whitespace) removed."""
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
-        raise ValueError(f"prompts must be a sequence (one list of phrases per image), got {type(prompts).__name__}")
-    if len(prompts) != n_images:
-        raise ValueError(f"got {n_images} images but {len(prompts)} prompt lists (one list per image)")
     out = []
-    for i, plist in enumerate(prompts):
-        if isinstance(plist, str) or not isinstance(plist, Sequence):
-            raise ValueError(f"prompts[{i}] must be a list of phrases, got {type(plist).__name__} {plist!r}")
+    for i, plist in enumerate(prompt_lists(prompts, n_images)):
         seen: dict[str, str] = {}
         for p in plist:
-            if not isinstance(p, str):
-                raise ValueError(f"prompts[{i}]: every phrase must be a string, got {type(p).__name__} {p!r}")
             key = " ".join(p.lower().split())
             if not key:
                 raise ValueError(f"prompts[{i}]: empty phrase {p!r}")
