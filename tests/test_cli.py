@@ -180,10 +180,16 @@ def test_show_bad_scene(tmp_path, capsys):
     assert "missing image" in _one_error_line(capsys.readouterr().err)
 
 
-def test_unknown_command_is_argparse_error(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["frobnicate"])
-    assert info.value.code == 2
+def test_unknown_command_is_a_one_line_usage_error(capsys):
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'frobnicate'" in err
+
+
+def test_no_arguments_prints_the_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spatialforge") and "generate" in out and "quickstart" in out
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -243,9 +249,7 @@ def test_demo(tmp_path, capsys):
 
 
 def test_version(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["--version"])
-    assert info.value.code == 0
+    assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"spatialforge {spatialforge.__version__}"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from PIL import Image
 
 from spatialforge.core.types import QAPair
 from spatialforge.errors import SpatialForgeError
+from spatialforge.io.outdir import atomic_path
 
 __all__ = [
     "ROW_SCHEMA",
@@ -122,15 +122,9 @@ def shard_name(index: int, total: int, split: str = "train") -> str:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through a temporary file renamed into place (with the umask's permissions)."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

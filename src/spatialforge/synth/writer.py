@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from spatialforge.io.outdir import make_temp_dir
 from spatialforge.synth.layout import SynthConfig
 from spatialforge.synth.render import SyntheticScene, generate_scene
 
@@ -58,7 +59,7 @@ def write_scene(scene: SyntheticScene, out_dir: str | os.PathLike[str], depth_fo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / scene.scene_id
-    tmp = Path(tempfile.mkdtemp(prefix=f".{scene.scene_id}.", suffix=".tmp", dir=out_dir))
+    tmp = make_temp_dir(out_dir, prefix=f".{scene.scene_id}.")
     try:
         Image.fromarray(np.ascontiguousarray(scene.image)).save(tmp / "image.png")
         depth = np.where(np.isfinite(scene.depth) & (scene.depth > 0), scene.depth, 0.0)
