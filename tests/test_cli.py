@@ -35,7 +35,7 @@ def pipeline_dirs(tmp_path_factory):
 def _one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("spatialforge: error:"), err
+    assert lines[0].startswith("spatialforge") and ": error: " in lines[0], err
     return lines[0]
 
 
@@ -61,7 +61,7 @@ def test_synth_output_message_and_npy(tmp_path, capsys):
     rc = main(_no_progress("synth", "--n", "1", "--out", str(tmp_path / "S"), "--width", "160",
                            "--height", "120", "--depth-format", "npy"))
     assert rc == 0
-    assert f"wrote 1 scenes to {tmp_path / 'S'}" in capsys.readouterr().out
+    assert f"wrote 1 scene to {tmp_path / 'S'}" in capsys.readouterr().out
     assert (tmp_path / "S" / "synth_000000" / "depth.npy").is_file()
     assert not (tmp_path / "S" / "synth_000000" / "depth.png").exists()
 
@@ -112,7 +112,7 @@ def test_generate_types_and_overwrite(pipeline_dirs, tmp_path, capsys):
     args = _no_progress("generate", str(scenes), "--out", str(out), "--types", "distance,height")
     capsys.readouterr()
     assert main(args) == 2
-    assert "different configuration" in _one_error_line(capsys.readouterr().err)
+    assert "configuration changed (qa.types None -> [" in _one_error_line(capsys.readouterr().err)
     # ... unless --overwrite
     assert main([*args, "--overwrite"]) == 0
     m = json.loads((out / "manifest.json").read_text())
@@ -123,7 +123,8 @@ def test_generate_types_and_overwrite(pipeline_dirs, tmp_path, capsys):
 def test_export_llava(pipeline_dirs, capsys):
     _, out, _, _ = pipeline_dirs
     assert main(["export", str(out), "--format", "llava"]) == 0
-    dest = out / "export-llava"
+    dest = out.parent / f"{out.name}-llava"  # beside the dataset, never inside it
+    assert not (out / "export-llava").exists()
     records = json.loads((dest / "llava.json").read_text())
     assert records
     for rec in records:
@@ -135,7 +136,7 @@ def test_export_llava(pipeline_dirs, capsys):
 def test_export_not_a_dataset(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert str(tmp_path) in line and "no Parquet shards" in line
+    assert str(tmp_path) in line and "no data/ folder" in line
 
 
 # ----------------------------------------------------------------------------- user errors -> exit 2

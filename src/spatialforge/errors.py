@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "MissingExtraError",
+    "RunFailedError",
     "SceneError",
     "SceneFormatError",
     "SpatialForgeError",
@@ -23,6 +24,13 @@ class SpatialForgeError(Exception):
 
 class ConfigError(SpatialForgeError, ValueError):
     """A configuration value is invalid."""
+
+
+class RunFailedError(SpatialForgeError):
+    """A command ran but its result is not a success: nothing was produced, or a failure gate was exceeded.
+
+    The CLI prints it as one line and exits with status 1 (usage and input errors exit with 2).
+    """
 
 
 class DatasetError(SpatialForgeError):

@@ -8,54 +8,79 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from spatialforge import __version__
-from spatialforge.cli.options import HelpFormatter, Parser
+from spatialforge.cli.options import HelpFormatter, Parser, comma_list, fraction, int_at_least, number_at_least
 from spatialforge.cli.photos import add_photo_options, is_photo_folder, perception_config
-from spatialforge.errors import SpatialForgeError
+from spatialforge.errors import RunFailedError, SpatialForgeError
+from spatialforge.io.dataset import atomic_write_json
+from spatialforge.io.outdir import OutputKind, check_output_file, prepare_output_dir
 
 __all__ = ["build_parser", "main"]
 
 
+_SCENES = OutputKind("scenes", ("synth_*", "synth.json"))
+_EXPORT = OutputKind("export", ("llava.json", "images"))
+_INSPECT = OutputKind("inspect", ("*_overlay.png", "*_depth.png"))
+_DEMO = OutputKind("demo", ("scenes", "dataset"))
+_SEED_HELP = "random seed, an integer >= 0"
+
+
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="render synthetic RGB-D scenes with exact ground truth",
-                       description="Render N synthetic RGB-D scenes (scene-folder format + ground_truth.json).")
-    p.add_argument("--n", type=int, default=20, help="number of scenes (default 20)")
+                       description="Render N synthetic RGB-D scenes (scene-folder format + ground_truth.json). "
+                                   "Rerunning the same command resumes; a larger --n adds scenes.")
+    p.add_argument("--n", type=int_at_least(1), default=20, help="number of scenes")
     p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per scene)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--noise", type=float, default=0.0,
-                   help="relative per-pixel depth noise sigma, e.g. 0.02 for 2%% (default 0)")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--depth-format", choices=("png", "npy"), default="png")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help=_SEED_HELP)
+    p.add_argument("--noise", type=number_at_least(0.0, high=0.5), default=0.0,
+                   help="relative per-pixel depth noise sigma, from 0 to 0.5, e.g. 0.02 for 2%%")
+    p.add_argument("--width", type=int_at_least(16, 8192), default=640, help="image width in pixels")
+    p.add_argument("--height", type=int_at_least(16, 8192), default=480, help="image height in pixels")
+    p.add_argument("--depth-format", choices=("png", "npy"), default="png",
+                   help="depth.png (uint16 millimetres) or depth.npy (float32 metres)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the scenes of an earlier `synth` run in --out (only folders synth wrote)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="scene folders -> 3D scene graphs -> spatial QA dataset",
-                       description="Generate the spatial VQA dataset from a folder of scene folders.")
+                       description="Generate the spatial VQA dataset from a folder of scene folders (or photos). "
+                                   "Rerunning the same command resumes. Exit status 1 when no row was produced "
+                                   "or --max-failure-rate is exceeded (docs/safety.md).")
     p.add_argument("scenes_dir", type=Path, nargs="?", default=None,
-                   help="a folder of RGB-D scene folders, or a folder of photos (jpg/png/webp)")
+                   help="a folder of RGB-D scene folders, or a folder of photos (jpg/png/webp); "
+                        "default: none, then --hf-dataset is needed")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--qa-per-image", type=int, default=10)
-    p.add_argument("--mix", type=float, default=0.5, help="share of quantitative questions (default 0.5)")
-    p.add_argument("--units", choices=("metric", "imperial", "mixed"), default="metric")
-    p.add_argument("--margin", type=float, default=0.10,
-                   help="tie margin in metres for position comparisons (default 0.10)")
-    p.add_argument("--margin-rel", type=float, default=0.15,
-                   help="relative tie margin for size comparisons (default 0.15)")
-    p.add_argument("--types", default=None, help="comma-separated question type ids to use (default all)")
-    p.add_argument("--exclude-types", default="", help="comma-separated question type ids to leave out")
-    p.add_argument("--shard-size", type=int, default=256, help="scenes per Parquet shard (default 256)")
-    p.add_argument("--overwrite", action="store_true", help="delete OUT first instead of resuming")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help=_SEED_HELP)
+    p.add_argument("--qa-per-image", type=int_at_least(1), default=10,
+                   help="questions per scene (fewer where a scene has fewer askable questions: the shortfall "
+                        "is counted)")
+    p.add_argument("--mix", type=fraction, default=0.5, help="share of quantitative questions, from 0 to 1")
+    p.add_argument("--units", choices=("metric", "imperial", "mixed"), default="metric",
+                   help="units of the answers")
+    p.add_argument("--margin", type=number_at_least(0.0), default=0.10,
+                   help="tie margin in metres for position comparisons")
+    p.add_argument("--margin-rel", type=number_at_least(0.0), default=0.15,
+                   help="relative tie margin for size comparisons")
+    p.add_argument("--types", type=comma_list, default=None,
+                   help="comma-separated question type ids to use (default: all; see `spatialforge catalog`)")
+    p.add_argument("--exclude-types", type=comma_list, default=(),
+                   help="comma-separated question type ids to leave out (default: none)")
+    p.add_argument("--shard-size", type=int_at_least(1), default=256, help="scenes per Parquet shard")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again: delete what an earlier `generate` wrote in --out (nothing else) instead of "
+                        "resuming")
+    p.add_argument("--max-failure-rate", type=fraction, default=None,
+                   help="exit with status 1 when more than this share of the inputs was rejected or failed "
+                        "(default: no limit; a run that produces no row always exits 1)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_photo_options(p)
 
 
@@ -83,25 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a generated dataset (e.g. LLaVA JSON)",
                        description="Export a generated dataset to another training format.")
     p.add_argument("out_dir", type=Path, help="output folder of `spatialforge generate`")
-    p.add_argument("--format", choices=("llava",), default="llava")
-    p.add_argument("--dest", type=Path, default=None, help="destination folder (default OUT_DIR/export-<format>)")
+    p.add_argument("--format", choices=("llava",), default="llava", help="the export format")
+    p.add_argument("--dest", type=Path, default=None,
+                   help="destination folder (default: OUT_DIR-<format>, beside the dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --dest")
     p = sub.add_parser("demo", help="synthesise scenes, generate a dataset, print a summary (offline)",
-                       description="The main job on built-in synthetic scenes: synth -> generate -> summary.")
-    p.add_argument("--out", type=Path, default=Path("spatialforge-demo"),
-                   help="work folder (default ./spatialforge-demo)")
-    p.add_argument("--n", type=int, default=24, help="number of synthetic scenes (default 24)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samples", type=int, default=8, help="QA samples to print (default 8)")
-    p.add_argument("--no-progress", action="store_true")
+                       description="The main job on built-in synthetic scenes: synth -> generate -> summary. "
+                                   "Each run replaces the previous demo's output in --out.")
+    p.add_argument("--out", type=Path, default=Path("spatialforge-demo"), help="work folder")
+    p.add_argument("--n", type=int_at_least(1), default=24, help="number of synthetic scenes")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help=_SEED_HELP)
+    p.add_argument("--samples", type=int_at_least(0), default=8, help="QA samples to print")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser("inspect", help="pictures of one processed scene: masks + captions, and depth",
                        description="Render a mask/caption overlay and a depth picture of one scene.")
     p.add_argument("out_dir", type=Path, help="output folder of `generate` on photos, or a folder of scenes")
     p.add_argument("scene_id", help="the scene id (image file stem)")
-    p.add_argument("--dest", type=Path, default=None, help="where to write the PNGs (default OUT_DIR/inspect)")
+    p.add_argument("--dest", type=Path, default=None,
+                   help="where to write the PNGs (default: OUT_DIR-inspect, beside the input, never inside it)")
     p = sub.add_parser("show", help="draw a picture of a scene's 3D scene graph",
                        description="Render boxes, captions and a top-down map of one scene to a PNG.")
     p.add_argument("scene_dir", type=Path, help="a scene folder")
-    p.add_argument("--out", type=Path, default=None, help="PNG path (default SCENE_DIR/scene_graph.png)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="PNG path (default: ./<scene id>_scene_graph.png; never inside the scene folder)")
     from spatialforge.cli.afford import add_afford
     from spatialforge.cli.eval import add_eval
     from spatialforge.cli.train import add_train
@@ -112,24 +141,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _beside(folder: Path, suffix: str) -> Path:
+    """A default output folder next to an input folder (never inside it): ``data`` -> ``data-<suffix>``."""
+    folder = folder.resolve()
+    return folder.with_name(f"{folder.name}-{suffix}")
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _cmd_synth(args) -> int:
     from spatialforge.synth import SynthConfig, write_synthetic_dataset
+    from spatialforge.synth.writer import synth_settings
 
-    if args.n < 1:
-        raise SpatialForgeError(f"--n must be >= 1, got {args.n}")
-    try:
-        cfg = SynthConfig(width=args.width, height=args.height, depth_noise=args.noise,
-                          depth_format=args.depth_format)
-    except ValueError as exc:
-        raise SpatialForgeError(str(exc)) from exc
-    paths = write_synthetic_dataset(args.out, n=args.n, seed=args.seed, config=cfg, progress=not args.no_progress)
-    print(f"wrote {len(paths)} scenes to {args.out}")
+    cfg = SynthConfig(width=args.width, height=args.height, depth_noise=args.noise, depth_format=args.depth_format)
+    prepared = prepare_output_dir(args.out, _SCENES, overwrite=args.overwrite)
+    settings = synth_settings(args.seed, cfg)
+    record = args.out / "synth.json"
+    n_before = 0
+    if prepared.resumed:
+        try:
+            previous = json.loads(record.read_text())
+            same = {k: previous[k] for k in settings} == settings
+            n_before = int(previous["n"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SpatialForgeError(f"{record}: missing or unreadable; use --overwrite to start again") from None
+        if not same:
+            changed = [k for k in ("seed", "spatialforge") if previous.get(k) != settings[k]] + [
+                f"--{'noise' if k == 'depth_noise' else k.replace('_', '-')}"
+                for k in settings["config"] if previous["config"].get(k) != settings["config"][k]]
+            raise SpatialForgeError(f"{args.out}: holds scenes made with other settings ({', '.join(changed)}); "
+                                    "use a new --out or --overwrite")
+        if args.n < n_before:
+            raise SpatialForgeError(f"{args.out}: already holds {n_before} scenes, more than --n {args.n}; "
+                                    "use a new --out or --overwrite")
+    atomic_write_json(record, dict(settings, n=args.n))
+    paths = write_synthetic_dataset(args.out, n=args.n, seed=args.seed, config=cfg, progress=not args.no_progress,
+                                    skip_existing=prepared.resumed)
+    print(f"wrote {_count(len(paths) - n_before, 'scene')} to {args.out}"
+          + (f" (resumed: {n_before} already there)" if prepared.resumed else ""))
     return 0
 
 
@@ -139,8 +190,8 @@ def _generate_config(args):
     from spatialforge.qa import QAConfig
 
     qa = QAConfig(qa_per_image=args.qa_per_image, quantitative_share=args.mix, units=args.units,
-                  margin_m=args.margin, margin_rel=args.margin_rel, types=_split(args.types),
-                  exclude_types=_split(args.exclude_types) or (), seed=args.seed)
+                  margin_m=args.margin, margin_rel=args.margin_rel, types=args.types,
+                  exclude_types=args.exclude_types, seed=args.seed)
     return GenerateConfig(qa=qa, geometry=GeometryConfig(seed=args.seed), shard_size=args.shard_size,
                           fail_fast=args.fail_fast)
 
@@ -148,32 +199,66 @@ def _generate_config(args):
 def _print_summary(manifest: dict, out: Path) -> None:
     c = manifest["counts"]
     t = manifest["timings_s"]
+    n_shards = len(manifest["shards"])
+    redone = manifest.get("shards_redone") or []
     print(f"scenes: {c['scenes_found']} found, {c['scenes_ok']} ok, {c['scenes_rejected']} rejected, "
           f"{c['scenes_failed']} failed, {c['scenes_without_qa']} without questions")
     print(f"QA pairs: {c['qa_pairs']} ({c['qa_per_scene']} per scene) "
           + ", ".join(f"{k} {v}" for k, v in c["per_kind"].items()))
+    if c.get("qa_shortfall"):
+        print(f"shortfall: {_count(c['qa_shortfall'], 'question')} fewer than --qa-per-image asked for "
+              "(those scenes hold fewer askable questions)")
     print(f"gravity: {c['gravity']}; objects measured {c['objects_measured']}, "
           f"skipped {sum(c['objects_skipped'].values())}, unreferable {c['objects_unreferable']}")
     for r in manifest["rejected"][:10]:
         print(f"  rejected {r['scene_id']}: {r['message']}")
+    if len(manifest["rejected"]) > 10:
+        print(f"  ... and {len(manifest['rejected']) - 10} more rejected (see {out / 'manifest.json'})")
+    if manifest.get("shards_resumed") or redone:
+        print(f"resumed {manifest['shards_resumed']} of {_count(n_shards, 'shard')}"
+              + (f"; redid {len(redone)} whose scenes changed" if redone else ""))
     print(f"time: {t['wall']:.2f} s wall; written to {out}")
+
+
+def _gate(manifest: dict, max_failure_rate: float | None) -> None:
+    """Exit status 1 (after the summary) when nothing was produced or too much failed."""
+    c = manifest["counts"]
+    p = manifest.get("perception") or {}
+    inputs = p.get("images", c["scenes_found"])
+    failures = c["scenes_rejected"] + c["scenes_failed"] + p.get("failed", 0)
+    if c["rows"] == 0:
+        raise RunFailedError(f"no row was produced: {c['scenes_found']} scenes found, {c['scenes_rejected']} "
+                             f"rejected, {c['scenes_failed']} failed (see the manifest)")
+    if max_failure_rate is not None and inputs and failures / inputs > max_failure_rate:
+        raise RunFailedError(f"{failures} of {inputs} inputs were rejected or failed ({failures / inputs:.1%}), "
+                             f"more than --max-failure-rate {max_failure_rate:g}")
 
 
 def _cmd_generate(args) -> int:
     from spatialforge.pipeline import run_generate
+    from spatialforge.pipeline.generate import DATASET_OUTPUT
 
     cfg = _generate_config(args)
     if args.scenes_dir is None and args.hf_dataset is None:
         raise SpatialForgeError("give a folder (RGB-D scenes or photos) or --hf-dataset NAME")
-    if args.overwrite and args.out.exists():
-        shutil.rmtree(args.out)
-    if args.hf_dataset is not None or is_photo_folder(args.scenes_dir):
+    if args.scenes_dir is not None and args.hf_dataset is not None:
+        raise SpatialForgeError("give either a folder or --hf-dataset, not both")
+    if args.scenes_dir is not None and not args.scenes_dir.is_dir():
+        raise SpatialForgeError(f"{args.scenes_dir}: no such folder")
+    photos = args.hf_dataset is not None or is_photo_folder(args.scenes_dir)
+    perception = perception_config(args) if photos else None  # every option checked before anything is written
+    hf_local = Path(args.hf_dataset) if args.hf_dataset and Path(args.hf_dataset).exists() else None
+    prepared = prepare_output_dir(args.out, DATASET_OUTPUT, inputs=[args.scenes_dir, hf_local],
+                                  overwrite=args.overwrite)
+    if prepared.kept:
+        print(f"--overwrite kept what spatialforge did not write in {args.out}: {', '.join(prepared.kept)}")
+    if photos:
         from spatialforge.perception.pipeline import PerceptionPipeline
         from spatialforge.pipeline.photos import PhotoSource, run_photos
 
         source = PhotoSource(folder=None if args.hf_dataset else args.scenes_dir, hf_dataset=args.hf_dataset,
                              split=args.split, image_column=args.image_column, limit=args.limit)
-        pipeline = PerceptionPipeline.from_config(perception_config(args))
+        pipeline = PerceptionPipeline.from_config(perception)
         manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress)
         p = manifest["perception"]
         print(f"perception: {p['images']} images, {p['ok']} scenes, {p['filtered']} filtered, "
@@ -181,6 +266,7 @@ def _cmd_generate(args) -> int:
     else:
         manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
     _print_summary(manifest, args.out)
+    _gate(manifest, args.max_failure_rate)
     return 0
 
 
@@ -202,9 +288,17 @@ def _cmd_catalog(args) -> int:
 def _cmd_export(args) -> int:
     from spatialforge.io.export import export_llava
 
-    dest = args.dest or args.out_dir / f"export-{args.format}"
+    if not (args.out_dir / "data").is_dir():
+        raise SpatialForgeError(f"{args.out_dir}: no data/ folder (is this a `spatialforge generate` output?)")
+    dest = args.dest or _beside(args.out_dir, args.format)
+    prepared = prepare_output_dir(dest, _EXPORT, inputs=[args.out_dir], overwrite=args.overwrite, flag="--dest")
+    if prepared.resumed:
+        raise SpatialForgeError(f"--dest {dest}: holds an earlier export; use --overwrite to replace it")
     info = export_llava(args.out_dir, dest)
-    print(f"exported {info['records']} records ({info['qa_pairs']} QA pairs) to {info['path']}")
+    skipped = f"; {_count(info['skipped'], 'image')} without questions left out" if info["skipped"] else ""
+    print(f"exported {_count(info['records'], 'record')} ({info['qa_pairs']} QA pairs) to {info['path']}{skipped}")
+    if info["records"] == 0:
+        raise RunFailedError(f"{args.out_dir}: no image with questions to export")
     return 0
 
 
@@ -215,11 +309,9 @@ def _cmd_demo(args) -> int:
     from spatialforge.qa import QAConfig
     from spatialforge.synth import SynthConfig, write_synthetic_dataset
 
+    prepare_output_dir(args.out, _DEMO, overwrite=True)  # the demo always starts again, in its own folder only
     scenes = args.out / "scenes"
     dataset = args.out / "dataset"
-    for d in (scenes, dataset):
-        if d.exists():
-            shutil.rmtree(d)
     print(f"[1/3] rendering {args.n} synthetic RGB-D scenes -> {scenes}")
     write_synthetic_dataset(scenes, n=args.n, seed=args.seed, config=SynthConfig(), progress=not args.no_progress)
     print(f"[2/3] generating the spatial QA dataset -> {dataset}")
@@ -227,6 +319,7 @@ def _cmd_demo(args) -> int:
     manifest = run_generate(scenes, dataset, cfg, progress=not args.no_progress)
     print("[3/3] summary")
     _print_summary(manifest, dataset)
+    _gate(manifest, None)
     print(f"\n{args.samples} sample QA pairs:")
     by_kind: dict[str, list[tuple[str, dict]]] = {}
     for row in iter_rows(dataset, columns=["scene_id", "qa"]):
@@ -253,9 +346,9 @@ def _cmd_inspect(args) -> int:
         folder = args.out_dir / args.scene_id
     if not folder.is_dir():
         raise SpatialForgeError(f"{args.out_dir}: no scene {args.scene_id!r} (looked in scenes/ and the folder itself)")
+    dest = args.dest or _beside(args.out_dir, "inspect")
+    prepare_output_dir(dest, _INSPECT, inputs=[args.out_dir], flag="--dest")  # more scenes may join later
     scene = load_scene(folder)
-    dest = args.dest or args.out_dir / "inspect"
-    dest.mkdir(parents=True, exist_ok=True)
     overlay, depth = dest / f"{args.scene_id}_overlay.png", dest / f"{args.scene_id}_depth.png"
     render_overlay(scene).save(overlay)
     model = scene.provenance.get("depth_model", scene.provenance.get("depth_file", ""))
@@ -269,9 +362,11 @@ def _cmd_show(args) -> int:
     from spatialforge.io.scene_folder import load_scene
     from spatialforge.viz import render_scene_graph
 
+    out = args.out or Path(f"{args.scene_dir.resolve().name}_scene_graph.png")
+    check_output_file(out, [args.scene_dir], suffixes=(".png",))
     scene = load_scene(args.scene_dir)
     graph = build_scene_graph(scene)
-    out = args.out or args.scene_dir / "scene_graph.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
     render_scene_graph(scene, graph).save(out)
     print(f"wrote {out}")
     return 0
@@ -326,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return _COMMANDS[args.command](args)
+    except RunFailedError as exc:  # the command ran, but its result does not count as a success
+        print(f"spatialforge: failed: {exc}", file=sys.stderr)
+        return 1
     except SpatialForgeError as exc:
         print(f"spatialforge: error: {exc}", file=sys.stderr)
         return 2

@@ -21,9 +21,10 @@ def export_llava(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     """
     dest = Path(dest)
     records = []
-    n_turns = 0
+    n_turns = skipped = 0
     for row in iter_rows(out_dir):
         if not row["qa"]:
+            skipped += 1  # an image without questions has no conversation: counted, not exported
             continue
         ext = Path(row["image"]["path"] or "image.png").suffix or ".png"
         rel = f"images/{row['scene_id']}{ext}"
@@ -35,4 +36,4 @@ def export_llava(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) 
         n_turns += len(row["qa"])
         records.append({"id": row["scene_id"], "image": rel, "conversations": conv})
     atomic_write_json(dest / "llava.json", records)
-    return {"records": len(records), "qa_pairs": n_turns, "path": str(dest / "llava.json")}
+    return {"records": len(records), "qa_pairs": n_turns, "skipped": skipped, "path": str(dest / "llava.json")}

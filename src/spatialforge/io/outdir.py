@@ -160,9 +160,11 @@ def check_output_location(out: str | os.PathLike[str], inputs: Iterable[str | os
     Returns the resolved path. Raises :class:`ConfigError` naming ``flag`` and the reason.
     """
     target = _resolve(out)
-    for place, what in _protected():
+    places = _protected()
+    for place, what in places:
         if target == place:
             raise ConfigError(f"{flag} {out}: refusing to write into {what}; give a new folder")
+    for place, what in places:
         if _inside(place, target):
             raise ConfigError(f"{flag} {out}: refusing a folder that contains {what} ({place}); give a new folder")
     for inp in inputs:
@@ -218,8 +220,8 @@ def prepare_output_dir(out: str | os.PathLike[str], kind: OutputKind, *,
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{flag} {out}: exists and is not a folder")
-    entries = sorted(e.name for e in folder.iterdir()) if folder.is_dir() else []
-    if not entries:
+    entries = sorted(e.name for e in folder.iterdir() if e.name != MARKER) if folder.is_dir() else []
+    if not entries:  # new, empty, or holding only a marker
         folder.mkdir(parents=True, exist_ok=True)
         _write_marker(folder, kind)
         return PreparedOutput(folder, kind, resumed=False)
@@ -233,7 +235,7 @@ def prepare_output_dir(out: str | os.PathLike[str], kind: OutputKind, *,
                           "give another folder")
     if not overwrite:
         return PreparedOutput(folder, kind, resumed=True)
-    removed, kept = [], []
+    removed, kept = [MARKER], []
     for name in entries:
         if kind.owned(name):
             _remove(folder / name)

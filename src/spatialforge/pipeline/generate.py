@@ -30,12 +30,18 @@ from spatialforge.errors import SceneError, SpatialForgeError
 from spatialforge.geometry.config import GeometryConfig
 from spatialforge.geometry.scene_graph import build_scene_graph
 from spatialforge.io.dataset import atomic_write_json, encode_png, make_row, shard_name, write_shard
+from spatialforge.io.outdir import OutputKind
 from spatialforge.io.scene_folder import IMAGE_NAMES, find_scene_dirs, load_scene
 from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
 
-__all__ = ["GenerateConfig", "SceneOutcome", "process_scene", "run_generate"]
+__all__ = ["DATASET_OUTPUT", "GenerateConfig", "SceneOutcome", "process_scene", "run_generate", "scene_digest"]
 
 STAGES = ("load", "geometry", "qa", "write")
+
+#: The output folder of ``spatialforge generate`` (and what ``--overwrite`` may delete in it): the
+#: dataset, its run state and, on photos, the scene folders and the perception records.
+DATASET_OUTPUT = OutputKind("dataset", ("data", "_state", "scene_graphs", "manifest.json", "config.json",
+                                        "scenes", "perception"))
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,63 @@ def _new_state() -> dict[str, Any]:
             "shortfall": 0, "per_type": Counter(), "per_kind": Counter(), "timings_s": {}, "qa_pairs": 0}
 
 
+def scene_digest(folder: Path) -> str:
+    """A fingerprint of a scene folder's files (names, sizes, modification times): changes when a file is
+    edited, added or removed, without reading the files."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _shown(names: list[str], k: int = 5) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpatialForgeError(f"{path}: unreadable run state ({exc}); use --overwrite to start again") from None
+    if not isinstance(data, dict):
+        raise SpatialForgeError(f"{path}: unreadable run state (not a JSON object); use --overwrite to start again")
+    return data
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
+def _check_same_run(prev: dict[str, Any], now: dict[str, Any], out_dir: Path) -> None:
+    """Refuse to resume a run folder made with another configuration or another scene list, saying what changed."""
+    if prev.get("fingerprint") != now["fingerprint"]:
+        old, new = _flat(prev.get("config") or {}), _flat(now["config"])
+        changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                   if old.get(k) != new.get(k)] if old else []
+        what = f"the configuration changed ({'; '.join(changed)})" if changed else \
+            "it was written with another configuration or spatialforge version"
+        raise SpatialForgeError(f"{out_dir}: cannot resume: {what}; use a new --out or --overwrite")
+    before, after = prev.get("scene_ids") or [], now["scene_ids"]
+    if before != after:
+        added = sorted(set(after) - set(before))
+        removed = sorted(set(before) - set(after))
+        parts = ([f"{_count(len(added), 'scene')} added ({_shown(added)})"] if added else []) + \
+                ([f"{_count(len(removed), 'scene')} removed ({_shown(removed)})"] if removed else [])
+        raise SpatialForgeError(f"{out_dir}: cannot resume: the input scenes changed since the run started: "
+                                f"{', '.join(parts) or 'the shard layout changed'}; use a new --out or --overwrite")
+
+
 def _versions() -> dict[str, str]:
     import numpy
     import pyarrow
@@ -154,35 +217,39 @@ def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateCo
     state_dir = out_dir / "_state"
     fp = cfg.fingerprint()
     n_shards = math.ceil(len(folders) / cfg.shard_size)
-    run_info = {"fingerprint": fp, "n_shards": n_shards, "scene_ids": [f.name for f in folders]}
+    scene_ids = [f.name for f in folders]
+    run_info = {"fingerprint": fp, "n_shards": n_shards, "scene_ids": scene_ids, "config": cfg.to_dict()}
     run_path = state_dir / "run.json"
     if run_path.is_file():
-        if json.loads(run_path.read_text()) != run_info:
-            raise SpatialForgeError(
-                f"{out_dir}: holds output of a different configuration or scene list; "
-                "use a new --out or --overwrite")
+        _check_same_run(_read_state(run_path), run_info, out_dir)
     elif any((out_dir / "data").glob("*.parquet")):
         raise SpatialForgeError(f"{out_dir}: data/ already holds Parquet shards from another run; "
                                 "use a new --out or --overwrite")
     atomic_write_json(run_path, run_info)
     start = time.perf_counter()
     states: list[dict[str, Any]] = []
-    resumed = 0
+    resumed, redone = 0, []
     bar = tqdm(total=len(folders), desc="generate", unit="scene", disable=not progress, file=sys.stderr)
     for si in range(n_shards):
         chunk = folders[si * cfg.shard_size:(si + 1) * cfg.shard_size]
         shard_path = out_dir / "data" / shard_name(si, n_shards)
         state_path = state_dir / f"shard-{si:05d}.json"
+        digests = {f.name: scene_digest(f) for f in chunk}
         if state_path.is_file() and shard_path.is_file():
-            prev = json.loads(state_path.read_text())
+            prev = _read_state(state_path)
             if prev.get("fingerprint") != fp or prev.get("scene_ids") != [f.name for f in chunk]:
                 raise SpatialForgeError(
                     f"{out_dir}: holds output of a different configuration or scene list; "
                     "use a new --out or --overwrite")
-            states.append(prev)
-            resumed += 1
-            bar.update(len(chunk))
-            continue
+            edited = sorted(k for k, v in digests.items() if (prev.get("inputs") or {}).get(k) != v)
+            if not edited:
+                states.append(prev)
+                resumed += 1
+                bar.update(len(chunk))
+                continue
+            redone.append({"shard": shard_path.name, "edited": edited})
+            log(f"redoing {shard_path.name}: {_count(len(edited), 'scene')} changed since it was written "
+                f"({_shown(edited)})")
         st = _new_state()
         rows = []
         for folder in chunk:
@@ -216,11 +283,13 @@ def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateCo
         t = time.perf_counter()
         write_shard(shard_path, rows)
         st["timings_s"]["write"] = st["timings_s"].get("write", 0.0) + time.perf_counter() - t
-        st.update(fingerprint=fp, shard=shard_path.name, rows=len(rows), scene_ids=[f.name for f in chunk])
+        st.update(fingerprint=fp, shard=shard_path.name, rows=len(rows), scene_ids=[f.name for f in chunk],
+                  inputs=digests)
         atomic_write_json(state_path, st)
         states.append(json.loads(json.dumps(st)))
     bar.close()
     manifest = _manifest(states, cfg, scenes_dir, out_dir, len(folders), time.perf_counter() - start, resumed)
+    manifest["shards_redone"] = redone
     atomic_write_json(out_dir / "manifest.json", manifest)
     atomic_write_json(out_dir / "config.json", cfg.to_dict())
     return manifest

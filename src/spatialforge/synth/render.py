@@ -26,7 +26,7 @@ from spatialforge.synth.layout import (
     sample_layout,
 )
 
-__all__ = ["RenderOutput", "SyntheticScene", "generate_scene", "render_layout"]
+__all__ = ["RenderOutput", "SyntheticScene", "generate_scene", "render_layout", "scene_folder_name"]
 
 GT_FORMAT = "spatialforge-synth-gt/1"
 #: Fixed light direction in the world frame (unit vector towards the light).
@@ -304,6 +304,11 @@ def _noisy_depth(depth: np.ndarray, config: SynthConfig, noise_rng: np.random.Ge
     return out.astype(np.float32)
 
 
+def scene_folder_name(index: int) -> str:
+    """The id (and folder name) of synthetic scene ``index``."""
+    return f"synth_{index:06d}"
+
+
 def generate_scene(index: int, seed: int = 0, config: SynthConfig = SynthConfig()) -> SyntheticScene:  # noqa: B008
     """Generate scene ``index`` of the dataset with ``seed``.
 
@@ -321,7 +326,7 @@ def generate_scene(index: int, seed: int = 0, config: SynthConfig = SynthConfig(
     rendered = render_layout(layout, np.random.default_rng(rgb_ss))
     depth = _noisy_depth(rendered.depth, config, np.random.default_rng(noise_ss),
                          np.random.default_rng(drop_ss))
-    scene_id = f"synth_{index:06d}"
+    scene_id = scene_folder_name(index)
     intr = layout.intrinsics
     camera = {k: intr[k] for k in ("fx", "fy", "cx", "cy", "width", "height")}
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 from spatialforge.io.outdir import make_temp_dir
 from spatialforge.synth.layout import SynthConfig
-from spatialforge.synth.render import SyntheticScene, generate_scene
+from spatialforge.synth.render import SyntheticScene, generate_scene, scene_folder_name
 
-__all__ = ["write_scene", "write_synthetic_dataset"]
+__all__ = ["synth_settings", "write_scene", "write_synthetic_dataset"]
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -87,11 +87,14 @@ def write_scene(scene: SyntheticScene, out_dir: str | os.PathLike[str], depth_fo
 
 def write_synthetic_dataset(out_dir: str | os.PathLike[str], n: int, seed: int = 0,
                             config: SynthConfig = SynthConfig(),  # noqa: B008
-                            progress: bool = True) -> list[Path]:
+                            progress: bool = True, *, skip_existing: bool = False) -> list[Path]:
     """Generate scenes ``0 .. n-1`` with ``seed`` and write them under ``out_dir``.
 
     Uses ``config.depth_format``. Returns the scene folders in index order. Any failure raises
-    (nothing is skipped silently); scenes written before the failure stay on disk.
+    (nothing is skipped silently); scenes written before the failure stay on disk. With
+    ``skip_existing``, a scene folder already present (scenes are renamed into place only when
+    complete) is kept: resuming an interrupted run of the same settings; the caller checks that
+    the settings are the same (:func:`synth_settings`).
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
@@ -108,6 +111,19 @@ def write_synthetic_dataset(out_dir: str | os.PathLike[str], n: int, seed: int =
         indices = tqdm(indices, desc="synth", unit="scene")
     paths = []
     for i in indices:
+        existing = out / scene_folder_name(i)
+        if skip_existing and (existing / "ground_truth.json").is_file():
+            paths.append(existing)
+            continue
         scene = generate_scene(i, int(seed), config)
         paths.append(write_scene(scene, out, depth_format=config.depth_format))
     return paths
+
+
+def synth_settings(seed: int, config: SynthConfig) -> dict[str, Any]:
+    """Everything that decides the content of scene ``i``: two runs with equal settings write equal scenes."""
+    from dataclasses import asdict
+
+    from spatialforge import __version__
+
+    return {"seed": int(seed), "config": json.loads(json.dumps(asdict(config))), "spatialforge": __version__}
