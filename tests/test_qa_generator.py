@@ -301,3 +301,52 @@ def test_documented_tie_margin_matches_qaconfig():
     cfg = QAConfig()
     assert float(m.group(1)) == pytest.approx(cfg.margin_m)
     assert float(m.group(2)) / 100 == pytest.approx(cfg.margin_rel)
+
+
+# ---------------------------------------------------------------- more questions than the scene holds
+
+def _askable(g: SceneGraph, cfg: QAConfig) -> set[tuple[str, tuple[int, ...]]]:
+    """Every (type, subjects in role order) the generator may ask, by brute force over all permutations."""
+    import itertools
+
+    from spatialforge.qa.refer import resolve_references
+
+    refs = resolve_references(g.objects, margin=cfg.margin_m, vertical_ok=g.gravity.reliable,
+                              rng=scene_rng(cfg.seed, g.scene_id, "references"))
+    objs = [o for o in g.objects if o.id in refs]
+    found = set()
+    for t in cfg.enabled_types():
+        pool = [o for o in objs if (o.size_reliable or not t.needs_size)
+                and (o.footprint_reliable or not t.needs_footprint)]
+        for subj in itertools.permutations(pool, t.arity):
+            if (t.axis is not None and refs[subj[0].id].group == refs[subj[1].id].group
+                    and t.axis in (refs[subj[0].id].axis, refs[subj[1].id].axis)):
+                continue
+            if not isinstance(t.evaluate(subj, cfg.context()), Skip):
+                found.add((t.id, tuple(o.id for o in subj)))
+    return found
+
+
+def _key(qa: QAPair) -> tuple[str, tuple[int, ...]]:
+    roles = dict(zip(qa.roles, qa.subjects, strict=True))
+    return qa.type, tuple(roles[r] for r in "ABC"[:len(qa.subjects)])
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_asking_for_more_than_the_pool_gives_every_question_once_and_counts_the_shortfall(share):
+    cfg = QAConfig(qa_per_image=100_000, quantitative_share=share, seed=3)
+    res = generate_qa(graph(), cfg)
+    keys = [_key(qa) for qa in res.qa]
+    assert len(keys) == len(set(keys))  # no question twice
+    assert set(keys) == _askable(graph(), cfg)  # and every askable one, whatever the share
+    assert res.shortfall == 100_000 - len(keys)
+    assert sum(res.skips.values()) < 50 * len(keys)  # it stops at the pool instead of drawing 100,000 times
+
+
+def test_a_category_running_out_is_filled_from_the_other():
+    g = graph(objs=objects()[3:6])  # three objects: few quantitative questions
+    cfg = QAConfig(qa_per_image=60, quantitative_share=1.0, seed=1)
+    quant = {k for k in _askable(g, cfg) if CATALOG[k[0]].kind == "quantitative"}
+    res = generate_qa(g, cfg)
+    assert len(quant) < 60 and len(res.qa) == min(60, len(_askable(g, cfg)))
+    assert {_key(q) for q in res.qa if q.kind == "quantitative"} == quant

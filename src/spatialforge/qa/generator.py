@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -155,48 +157,73 @@ def generate_qa(graph: SceneGraph, config: QAConfig | None = None) -> QAResult:
         elif t.needs_gravity and not graph.gravity.reliable:
             result.skips["no_gravity"] += 1
 
-    n_quant = int(round(cfg.qa_per_image * cfg.quantitative_share))
-    plan = [True] * n_quant + [False] * (cfg.qa_per_image - n_quant)
+    # every question is a distinct (type, ordered subjects) pair: at most this many exist in the scene
+    capacity = {cat: sum(math.perm(len(pool), t.arity) for t, pool in by_cat[cat]) for cat in (True, False)}
+    wanted = min(cfg.qa_per_image, capacity[True] + capacity[False])
+    result.shortfall += cfg.qa_per_image - wanted
+    n_quant = int(round(wanted * cfg.quantitative_share))
+    plan = [True] * n_quant + [False] * (wanted - n_quant)
     asked: set[tuple[str, tuple[int, ...]]] = set()
+    dead: set[tuple[str, tuple[int, ...]]] = set()  # pairs that cannot be asked (skips are deterministic)
+    tried = {True: 0, False: 0}  # distinct pairs asked or dead, per category
+    rest: dict[bool, list] = {}  # per category, once sampling stalls: the untried pairs in a seeded order
+
+    def attempt(cat: bool, t: QuestionType, subjects: tuple[SceneObject, ...]) -> bool:
+        key = (t.id, tuple(o.id for o in subjects))
+        if key in asked or key in dead:
+            result.skips["duplicate" if key in asked else "repeat_of_skipped"] += 1
+            return False
+        tried[cat] += 1
+        if (t.axis is not None and refs[subjects[0].id].group == refs[subjects[1].id].group
+                and t.axis in (refs[subjects[0].id].axis, refs[subjects[1].id].axis)):
+            result.skips["answer_in_reference"] += 1
+            dead.add(key)
+            return False
+        value = t.evaluate(subjects, ctx)
+        if isinstance(value, Skip):
+            result.skips[value.reason] += 1
+            dead.add(key)
+            return False
+        asked.add(key)
+        roles = dict(zip("ABC", subjects, strict=False))
+        question, answer, order = _render(t, roles, refs, value, cfg, rng)
+        result.qa.append(QAPair(
+            id=f"{graph.scene_id}-{len(result.qa):03d}",
+            type=t.id,
+            kind=t.kind,
+            question=question,
+            answer=answer,
+            value=value if t.kind != "quantitative" else float(value),
+            unit=t.unit,
+            subjects=tuple(roles[r].id for r in order),
+            roles=tuple(order),
+            names=tuple(refs[roles[r].id].text for r in order),
+        ))
+        return True
+
     for is_quant in plan:
-        cands = by_cat[is_quant] or by_cat[not is_quant]
-        if not cands:
+        # the other category stands in when this one has nothing (left) to ask, as when it has no type at all
+        cat = is_quant if tried[is_quant] < capacity[is_quant] else not is_quant
+        cands = by_cat[cat]
+        if tried[cat] >= capacity[cat]:  # nothing left to ask at all
             result.shortfall += 1
             continue
         made = False
-        for _ in range(cfg.attempts_per_question):
-            t, pool = cands[int(rng.integers(len(cands)))]
-            pick = rng.choice(len(pool), size=t.arity, replace=False)
-            subjects = tuple(pool[int(i)] for i in pick)
-            key = (t.id, tuple(o.id for o in subjects))
-            if key in asked:
-                result.skips["duplicate"] += 1
-                continue
-            if (t.axis is not None and refs[subjects[0].id].group == refs[subjects[1].id].group
-                    and t.axis in (refs[subjects[0].id].axis, refs[subjects[1].id].axis)):
-                result.skips["answer_in_reference"] += 1
-                continue
-            value = t.evaluate(subjects, ctx)
-            if isinstance(value, Skip):
-                result.skips[value.reason] += 1
-                continue
-            asked.add(key)
-            roles = dict(zip("ABC", subjects, strict=False))
-            question, answer, order = _render(t, roles, refs, value, cfg, rng)
-            result.qa.append(QAPair(
-                id=f"{graph.scene_id}-{len(result.qa):03d}",
-                type=t.id,
-                kind=t.kind,
-                question=question,
-                answer=answer,
-                value=value if t.kind != "quantitative" else float(value),
-                unit=t.unit,
-                subjects=tuple(roles[r].id for r in order),
-                roles=tuple(order),
-                names=tuple(refs[roles[r].id].text for r in order),
-            ))
-            made = True
-            break
+        if cat not in rest:
+            for _ in range(cfg.attempts_per_question):
+                t, pool = cands[int(rng.integers(len(cands)))]
+                pick = rng.choice(len(pool), size=t.arity, replace=False)
+                if attempt(cat, t, tuple(pool[int(i)] for i in pick)):
+                    made = True
+                    break
+            if not made:  # random draws stall near exhaustion: go through the untried pairs instead
+                rest[cat] = [(t, subj) for t, pool in cands for subj in itertools.permutations(pool, t.arity)
+                             if (t.id, tuple(o.id for o in subj)) not in asked | dead]
+                order = rng.permutation(len(rest[cat]))
+                rest[cat] = [rest[cat][int(i)] for i in order[::-1]]  # popped from the end
+        while not made and rest.get(cat):
+            t, subjects = rest[cat].pop()
+            made = attempt(cat, t, subjects)
         if not made:
             result.shortfall += 1
     return result
