@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw
 
 from spatialforge.core.types import RGBDScene, SceneGraph
 
-__all__ = ["colorize_depth", "project_points", "render_depth", "render_heatmap", "render_overlay", "render_scene_graph"]
+__all__ = ["colorize_depth", "place_labels", "project_points", "render_depth", "render_heatmap", "render_overlay",
+           "render_scene_graph"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
@@ -24,8 +25,39 @@ def project_points(graph: SceneGraph, points_canonical: np.ndarray) -> tuple[np.
     return uv, z
 
 
+def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(anchors: list[tuple[float, float]], sizes: list[tuple[int, int]], width: int,
+                 height: int) -> list[tuple[int, int]]:
+    """Top-left corners for text labels of ``sizes`` near their ``anchors``, inside a ``width`` x ``height``
+    picture and not overlapping one another (greedy, in order; a label that finds no free place nearby
+    takes the free place nearest to its anchor along its column, or, failing that, stays clamped)."""
+    placed: list[tuple[float, float, float, float]] = []
+    corners = []
+    for (ax, ay), (w, h) in zip(anchors, sizes, strict=True):
+        x = int(min(max(ax - w / 2, 0), max(width - w, 0)))
+        base_y = int(min(max(ay - h / 2, 0), max(height - h, 0)))
+        best = None
+        for step in range(0, 2 * (height // max(h, 1)) + 2):
+            dy = (step + 1) // 2 * (h + 1) * (1 if step % 2 else -1)
+            y = base_y + dy
+            if y < 0 or y + h > height:
+                continue
+            box = (x, y, x + w, y + h)
+            if not any(_overlaps(box, q) for q in placed):
+                best = box
+                break
+        box = best or (x, base_y, x + w, base_y + h)
+        placed.append(box)
+        corners.append((int(box[0]), int(box[1])))
+    return corners
+
+
 def render_scene_graph(scene: RGBDScene, graph: SceneGraph, map_size: int | None = None) -> Image.Image:
-    """Side-by-side picture: the image with 3D boxes and captions, and a top-down metric map."""
+    """Side-by-side picture: the image with 3D boxes and numbered tags, and a top-down metric map; below,
+    a legend with each object's caption and measured size. Tags never overlap or leave the picture."""
     img = Image.fromarray(scene.image).convert("RGB")
     draw = ImageDraw.Draw(img)
     h = img.height
@@ -48,6 +80,7 @@ def render_scene_graph(scene: RGBDScene, graph: SceneGraph, map_size: int | None
         tdraw.line([(0, y0), (size, y0)], fill=(225, 225, 225))
     cx, cy = to_map(0, 0)
     tdraw.polygon([(cx, cy - 8), (cx - 6, cy + 6), (cx + 6, cy + 6)], fill=(0, 0, 0))
+    tags, anchors, legend = [], [], []
     for i, o in enumerate(objs):
         color = _PALETTE[i % len(_PALETTE)]
         corners = o.box.corners()
@@ -55,20 +88,32 @@ def render_scene_graph(scene: RGBDScene, graph: SceneGraph, map_size: int | None
         if np.all(z > 0.05):
             for a, b in _EDGES:
                 draw.line([tuple(uv[a]), tuple(uv[b])], fill=color, width=2)
-        label = f"{o.id}: {o.caption} ({o.width:.2f}x{o.depth:.2f}x{o.height:.2f} m)"
-        u, v = o.image_centroid
-        draw.text((u + 1, v + 1), label, fill=(0, 0, 0))
-        draw.text((u, v), label, fill=color)
+        tags.append((str(o.id), color))
+        anchors.append(tuple(map(float, o.image_centroid)))
+        legend.append((color, f"{o.id}: {o.caption} ({o.width:.2f} x {o.depth:.2f} x {o.height:.2f} m, "
+                              f"{o.camera_distance:.2f} m away)"))
         foot = [to_map(float(p[0]), float(p[1])) for p in corners[[0, 2, 6, 4]]]
         tdraw.polygon(foot, outline=color, fill=None, width=2)
         tdraw.text(to_map(float(o.center[0]), float(o.center[1])), str(o.id), fill=color)
+    sizes = [(7 * len(t) + 5, 13) for t, _ in tags]
+    for (text, color), (x, y), (w, hh) in zip(tags, place_labels(anchors, sizes, img.width, img.height), sizes,
+                                               strict=True):
+        draw.rectangle([x, y, x + w - 1, y + hh - 1], fill=color)
+        draw.text((x + 2, y), text, fill=(0, 0, 0))
     g = graph.gravity
     note = f"gravity: {g.source}" + (f", camera {g.camera_height:.2f} m above support" if g.camera_height else "")
     draw.text((6, 6), note, fill=(255, 255, 255))
     tdraw.text((6, 6), "top view, 1 m grid (camera at bottom)", fill=(60, 60, 60))
-    out = Image.new("RGB", (img.width + size, max(h, size)), (255, 255, 255))
+    row_h = 16
+    panel = max(h, size)
+    out = Image.new("RGB", (img.width + size, panel + row_h * len(legend) + 8), (255, 255, 255))
     out.paste(img, (0, 0))
     out.paste(top, (img.width, 0))
+    d = ImageDraw.Draw(out)
+    for r, (color, text) in enumerate(legend):
+        y = panel + 4 + r * row_h
+        d.rectangle([8, y + 2, 18, y + 12], fill=color)
+        d.text((24, y), text, fill=(0, 0, 0))
     return out
 
 
