@@ -35,7 +35,10 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS, False, [], ()):
+        default = action.default
+        empty = default is None or default is False or default is argparse.SUPPRESS or (
+            isinstance(default, list | tuple) and not default)
+        if "default" in text.lower() or empty:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             text += " (default: %(default)s)"
