@@ -10,10 +10,14 @@ holds a marker (the counts are per distinct user text):
 * ``[slow]``: waits ``slow_s`` before answering (beyond the client's timeout);
 * ``[400]``: HTTP 400 with an OpenAI-style error body;
 * ``[401]``: HTTP 401 whose message echoes the Authorization header (a careless server);
+* ``[403]``: HTTP 403 (a key without access to the model);
 * ``[404]``: HTTP 404 (unknown model);
 * ``[badjson]``: HTTP 200 with a body that is not JSON;
 * ``[nochoices]``: HTTP 200 with a JSON object without ``choices``;
 * ``[parts]``: the content as a list of text parts.
+
+With ``api_key="..."`` the server requires ``Authorization: Bearer <api_key>`` on every request, as
+hosted APIs do: a request without it, or with another key, gets HTTP 401 before anything else.
 
 Every request is recorded (:class:`Recorded`: path, headers, parsed body) and the highest number of
 requests in flight at once is kept in ``max_in_flight``.
@@ -57,7 +61,8 @@ class FakeOpenAIServer:
     """See the module doc. Thread-safe; use as a context manager."""
 
     def __init__(self, *, delay_s: float = 0.0, slow_s: float = 1.0, retry_after: str | None = "0",
-                 oracle: Any = None) -> None:
+                 oracle: Any = None, api_key: str | None = None) -> None:
+        self.api_key = api_key  # when set, required as "Authorization: Bearer <api_key>"
         self.oracle = oracle  # optional: user text -> the answer to send instead of the echo
         self.delay_s = delay_s
         self.slow_s = slow_s
@@ -137,6 +142,14 @@ class FakeOpenAIServer:
                 self._in_flight -= 1
 
     def _respond(self, h: BaseHTTPRequestHandler, rec: Recorded) -> None:
+        if self.api_key is not None:
+            auth = h.headers.get("Authorization")
+            if auth is None:
+                return self._send(h, 401, {"error": {"message": "You didn't provide an API key.",
+                                                     "type": "invalid_request_error"}})
+            if auth != f"Bearer {self.api_key}":
+                return self._send(h, 401, {"error": {"message": "Incorrect API key provided.",
+                                                     "type": "invalid_request_error"}})
         if h.path != "/v1/chat/completions" or not isinstance(rec.body, dict):
             return self._send(h, 404, {"error": {"message": f"no route {h.path}"}})
         text = rec.user_text
@@ -159,6 +172,8 @@ class FakeOpenAIServer:
             if name == "401":
                 auth = h.headers.get("Authorization", "")
                 return self._send(h, 401, {"error": {"message": f"Incorrect API key provided: {auth}"}})
+            if name == "403":
+                return self._send(h, 403, {"error": {"message": "You do not have access to this model"}})
             if name == "404":
                 return self._send(h, 404, {"error": {"message": f"The model {rec.body.get('model')} does not exist"}})
             if name == "badjson":

@@ -304,7 +304,7 @@ def test_build_synthetic_benchmark_is_deterministic(tmp_path):
     assert desc["created_by"].endswith("build_synthetic_benchmark") and desc["spatialforge_version"]
     assert ba.info["descriptor"] == desc and not (a / "_scenes").exists()
     assert [i.id for i in load_benchmark(str(a))] == [i.id for i in ba]
-    with pytest.raises(ConfigError, match="not empty"):
+    with pytest.raises(ConfigError, match="already holds a benchmark"):
         build_synthetic_benchmark(a, n_scenes=3, progress=False, synth=small)
     with pytest.raises(ConfigError, match="n_scenes"):
         build_synthetic_benchmark(tmp_path / "c", n_scenes=0, progress=False)

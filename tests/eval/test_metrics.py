@@ -367,6 +367,22 @@ def test_compare_markdown_one_column_per_model():
         compare_markdown({})
 
 
+def test_compare_markdown_overall_alone_or_with_the_breakdowns_asked_for():
+    s1 = summarize(_golden_records(), n_boot=0)
+    s2 = summarize(_bernoulli(3, 1), n_boot=0)
+    overall = compare_markdown({"a": s1, "b": s2}, breakdowns=())
+    assert "| overall | accuracy |" in overall
+    assert "type:" not in overall and "kind:" not in overall and overall.count("| scope |") == 1
+    by_type = compare_markdown({"a": s1, "b": s2}, breakdowns=("type",))
+    assert by_type.count("| scope |") == 2 and "## Model comparison by type" in by_type
+    assert "| type: distance | MRA |" in by_type and "kind:" not in by_type
+    both = compare_markdown({"a": s1, "b": s2}, breakdowns=("type", "kind"))
+    assert both.index("## Model comparison by kind") < both.index("## Model comparison by type")
+    assert "No benchmark breakdown" in compare_markdown({"a": s2}, breakdowns=("benchmark",))
+    with pytest.raises(ValueError, match="scene"):
+        compare_markdown({"a": s1}, breakdowns=("scene",))
+
+
 def test_write_summary(tmp_path):
     s = summarize(_golden_records(), n_boot=50)
     jp, mp = write_summary(s, tmp_path / "out", name="run1")

@@ -239,6 +239,42 @@ def test_401_without_key_mentions_the_variable(server):
         _model(server).answer([_q(0, "[401]")])
 
 
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_server_that_needs_a_key_fails_at_once_naming_the_variable(monkeypatch, concurrency):
+    """No key where the server needs one: one clear error, no retries, the other questions not sent."""
+    items = [_q(i) for i in range(8)]
+    with FakeOpenAIServer(api_key=KEY) as srv:
+        with pytest.raises(ConfigError) as info:
+            _model(srv, concurrency=concurrency, max_retries=4, backoff_s=5).answer(items)
+        message = str(info.value)
+        assert "API key is missing" in message and "SF_TEST_KEY" in message and "HTTP 401" in message
+        texts = [r.user_text for r in srv.requests]
+        assert len(texts) <= concurrency and len(set(texts)) == len(texts)  # at most one per worker, none retried
+        monkeypatch.setenv("SF_TEST_KEY", "sk-wrong-key-000")
+        with pytest.raises(ConfigError, match="API key in SF_TEST_KEY was rejected") as info:
+            _model(srv, concurrency=1).answer(items)
+        assert "sk-wrong-key-000" not in str(info.value)
+        monkeypatch.setenv("SF_TEST_KEY", KEY)
+        n = len(srv.requests)
+        with pytest.raises(ConfigError, match=r"rejected.*HTTP 403"):  # a key without access: not retried
+            _model(srv, concurrency=1).answer([_q(0, "[403]"), _q(1, "[403]")])
+        assert len(srv.requests) == n + 1
+        assert [a.ok for a in _model(srv).answer(items[:2])] == [True, True]
+
+
+def test_the_official_endpoint_without_a_key_is_an_error_before_any_request(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    sent = []
+    monkeypatch.setattr(OpenAICompatibleModel, "_post", lambda self, *a: sent.append(a))
+    with pytest.raises(ConfigError, match=r"API key is missing \(api.openai.com needs one\).*OPENAI_API_KEY"):
+        build_model("openai:gpt-4o").answer([_q(0)])
+    with pytest.raises(ConfigError, match="SF_TEST_KEY"):
+        build_model("openai:gpt-4o", api_key_env="SF_TEST_KEY").answer([_q(0)])
+    with pytest.raises(ConfigError, match="api_key_env is unset"):
+        OpenAICompatibleModel("gpt-4o", api_key_env=None).answer([_q(0)])
+    assert sent == []
+
+
 def test_describe_without_secrets():
     model = OpenAICompatibleModel("gpt-4o", base_url="https://user:pw@example.com/v1?api-key=abc",
                                   extra_body={"api_key": "abc", "max_completion_tokens": 64})

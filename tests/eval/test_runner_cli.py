@@ -156,10 +156,14 @@ def test_limit_types_and_errors(bench_dir, tmp_path, capsys):
     assert "openai:" in capsys.readouterr().err
     assert main(["eval", "run", "--benchmark", str(bench_dir), "--model", "prior", "--out", str(out),
                  "--types", "no_such_type"]) == 2
-    assert "no questions" in capsys.readouterr().err
+    assert "no question type no_such_type" in capsys.readouterr().err
     assert main(["eval", "score", "--benchmark", str(bench_dir), "--answers", str(tmp_path / "none.jsonl"),
-                 "--out", str(out)]) == 2
+                 "--out", str(tmp_path / "scores")]) == 2
     assert "cannot read the answers" in capsys.readouterr().err
+    assert not (tmp_path / "scores").exists()  # a failed first run leaves nothing behind
+    assert main(["eval", "score", "--benchmark", str(bench_dir), "--answers", str(tmp_path / "none.jsonl"),
+                 "--out", str(out)]) == 2  # the folder of a run is not a scores folder
+    assert "holds spatialforge 'eval-run' output" in capsys.readouterr().err
 
 
 def test_local_hf_vlm_through_the_cli(bench_dir, tmp_path):

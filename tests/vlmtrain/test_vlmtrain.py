@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,7 +380,8 @@ def test_cli_trains_and_scores_the_benchmark_during_training(tiny_model, spatial
     assert [e["step"] for e in evals] == [2, 4] and all(e["metrics"]["questions"] == 3 for e in evals)
     assert (out / "eval" / "step-000002" / "summary.json").is_file()
     assert (out / "adapter").is_dir()
-    assert "last evaluation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "last evaluation" in printed and f"final loss {summary['final_loss']:.4g} (logged at step 4)" in printed
 
 
 def test_cli_eval_every_needs_a_benchmark(tmp_path, capsys):
@@ -387,3 +389,114 @@ def test_cli_eval_every_needs_a_benchmark(tmp_path, capsys):
 
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "r"), "--eval-every", "5", "--no-progress"]) == 2
     assert "--eval-benchmark" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command: output folder, resume, values, messages
+
+
+def _train_args(tiny_model, data, out, *extra):
+    return ["train", str(data), "--out", str(out), "--base-model", tiny_model, "--device", "cpu", "--batch-size", "2",
+            "--grad-accum", "1", "--max-qa-per-example", "3", "--set", "train.workers=0", "--set",
+            "train.gradient_checkpointing=false", "--no-progress", *extra]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err, err
+    return err
+
+
+def test_cli_train_refuses_unsafe_output_folders(tiny_model, spatial_out, tmp_path, capsys, monkeypatch):
+    from spatialforge.cli.main import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    for extra in ([], ["--overwrite"]):
+        assert main(_train_args(tiny_model, spatial_out, mine, *extra)) == 2
+        assert "not written by spatialforge" in _one_line_error(capsys)
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.txt"]
+    for out, what in ((spatial_out, "is the input"), (f"{spatial_out}/run", "inside the input"),
+                      (str(Path(spatial_out).parent), "contains the input"), (f"{tiny_model}/run", "inside the input")):
+        assert main(_train_args(tiny_model, spatial_out, out)) == 2
+        err = _one_line_error(capsys)
+        assert what in err and "--out" in err
+    assert not Path(spatial_out, "run").exists() and not Path(tiny_model, "run").exists()
+    # a run folder from the config file is named by its config key
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(f'[train]\noutput_dir = "{spatial_out}/run"\n')
+    args = _train_args(tiny_model, spatial_out, "x")
+    del args[2:4]  # no --out
+    assert main([*args, "--config", str(cfg)]) == 2
+    err = _one_line_error(capsys)
+    assert "train.output_dir" in err and "inside the input" in err
+    monkeypatch.chdir(tmp_path)
+    assert main(_train_args(tiny_model, spatial_out, ".")) == 2
+    assert "working directory" in _one_line_error(capsys)
+
+
+def test_cli_train_resumes_overwrites_and_prints_the_loss(tiny_model, spatial_out, tmp_path, capsys):
+    """Steps fewer than train.log_every: the summary line says so (it used to print "final loss None")."""
+    from spatialforge.cli.main import main
+    from spatialforge.vlmtrain.config import TRAIN_OUTPUT
+
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "2", "--save-steps", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "None" not in printed and "no loss logged (2 steps; a loss is logged every 10" in printed
+    assert "mean training loss" in printed
+    assert all(TRAIN_OUTPUT.owned(p.name) for p in out.iterdir()), sorted(p.name for p in out.iterdir())
+    (out / "notes.txt").write_text("mine")
+    assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "3", "--save-steps", "1")) == 0  # resumed
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
+    assert "no loss logged (3 steps" in capsys.readouterr().out
+    assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "3", "--no-resume")) == 2
+    assert "--overwrite" in _one_line_error(capsys)
+    assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "1", "--save-steps", "1",
+                            "--overwrite")) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 1 and summary["resumed_from"] is None
+    assert not (out / "checkpoint-2").exists() and (out / "notes.txt").read_text() == "mine"
+    assert "notes.txt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("extra", "flag"), [
+    (["--max-steps", "0"], "--max-steps"), (["--lr", "-1"], "--lr"), (["--lr", "0"], "--lr"),
+    (["--spatial-share", "1.5"], "--spatial-share"), (["--device", "gpu"], "--device"),
+    (["--eval-limit", "0"], "--eval-limit"), (["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
+    (["--seed", "-1"], "--seed"), (["--save-steps", "0"], "--save-steps"), (["--base-model", ""], "--base-model"),
+])
+def test_cli_train_values_fail_at_parse_time_naming_the_flag(tiny_model, spatial_out, tmp_path, capsys, extra, flag):
+    from spatialforge.cli.main import main
+
+    assert main(_train_args(tiny_model, spatial_out, tmp_path / "r", *extra)) == 2
+    assert f"argument {flag}:" in _one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_train_messages_name_the_flag_the_user_typed(tiny_model, spatial_out, tmp_path, capsys):
+    from spatialforge.cli.main import main
+
+    out = tmp_path / "r"
+    assert main(_train_args(tiny_model, spatial_out, out, "--spatial-share", "0.5")) == 2
+    err = _one_line_error(capsys)
+    assert "--spatial-share 0.5 (below 1) needs --general-data" in err and "data." not in err
+    assert main(_train_args(tiny_model, spatial_out, out, "--set", "data.spatial_share=0.5")) == 2
+    assert "data.spatial_share 0.5 (below 1) needs --general-data" in _one_line_error(capsys)
+    cfg = tmp_path / "mix.toml"
+    cfg.write_text("[data]\nspatial_share = 0.25\n")
+    assert main(_train_args(tiny_model, spatial_out, out, "--config", str(cfg))) == 2
+    assert "data.spatial_share 0.25 (below 1) needs --general-data" in _one_line_error(capsys)
+    args = _train_args(tiny_model, spatial_out, out)
+    del args[1]  # no DATASET
+    assert main(args) == 2
+    assert "the DATASET argument (a spatialforge output folder) is required" in _one_line_error(capsys)
+    assert main(_train_args(tiny_model, spatial_out, out, "--set", "train.device=gpu")) == 2
+    assert "train.device must be auto, cpu, cuda, cuda:N or mps" in _one_line_error(capsys)
+    if not torch.cuda.is_available():  # accepted like everywhere, then refused here naming the flag
+        for dev in ("cuda", "cuda:1"):
+            assert main(_train_args(tiny_model, spatial_out, out, "--device", dev)) == 2
+            assert f"--device {dev}: CUDA is not available" in _one_line_error(capsys)
+    assert not out.exists()  # refused before anything was written

@@ -37,14 +37,17 @@ import pyarrow.parquet as pq
 
 from spatialforge.errors import ConfigError, DatasetError
 from spatialforge.eval.types import KINDS, BenchmarkItem
+from spatialforge.io.outdir import OutputKind, prepare_output_dir
 
 __all__ = [
+    "BENCHMARK_OUTPUT",
     "BENCHMARK_SPECS",
     "QSPATIAL_HUB",
     "QSPATIAL_SPLITS",
     "SPATIALRGPT_HUB",
     "SYNTHETIC_BENCHMARK_SEED",
     "Benchmark",
+    "benchmark_path",
     "build_synthetic_benchmark",
     "load_benchmark",
     "load_qspatial",
@@ -66,6 +69,10 @@ BENCHMARK_SPECS = (
 )
 DESCRIPTOR_NAME = "benchmark.json"
 DESCRIPTOR_FORMAT = "spatialforge-benchmark/1"
+_SCENES_DIR = "_scenes"
+#: what :func:`build_synthetic_benchmark` writes in its folder (``overwrite`` deletes exactly these)
+BENCHMARK_OUTPUT = OutputKind("eval-benchmark", ("data", "_state", "scene_graphs", "manifest.json", "config.json",
+                                                 DESCRIPTOR_NAME, _SCENES_DIR))
 
 # Lengths: how many metres one unit is. Keys are lower-case spellings.
 _METRES_PER_UNIT: Mapping[str, float] = MappingProxyType({
@@ -924,16 +931,22 @@ def load_spatialrgpt(path: str | os.PathLike[str], image_root: str | os.PathLike
 def build_synthetic_benchmark(out_dir: str | os.PathLike[str], n_scenes: int = 200,
                               seed: int = SYNTHETIC_BENCHMARK_SEED, qa_per_image: int = 10, units: str = "metric",
                               noise: float = 0.0, progress: bool = True, *, synth: Any = None,
-                              name: str | None = None, overwrite: bool = False, keep_scenes: bool = False) -> Path:
+                              name: str | None = None, overwrite: bool = False, keep_scenes: bool = False,
+                              flag: str = "out_dir") -> Path:
     """A held-out benchmark with exact truth: synthetic scenes -> ``spatialforge generate`` -> ``out_dir``.
 
     ``seed`` (default 1_000_003, disjoint from training seeds) drives the scenes, the geometry and the
     questions; ``noise`` is the synthetic depth noise sigma; ``synth``: a ``SynthConfig`` for the
     scenes (image size ...). ``out_dir`` gets the dataset (``data/``, ``scene_graphs/``,
     ``manifest.json``) and ``benchmark.json`` {format, name, seed, n_scenes, created_by, spatialforge
-    version, counts ...}; the scene folders are deleted unless ``keep_scenes``. Deterministic: the same
-    arguments give the same items and the same ``benchmark.json``. An existing non-empty ``out_dir`` is
-    replaced only with ``overwrite=True`` and only if it holds a ``benchmark.json``.
+    version, counts ...}; the scene folders (``_scenes/``) are deleted unless ``keep_scenes``.
+    Deterministic: the same arguments give the same items and the same ``benchmark.json``.
+
+    ``out_dir`` is claimed with :func:`~spatialforge.io.outdir.prepare_output_dir` (kind
+    :data:`BENCHMARK_OUTPUT`) before any work: a non-empty folder that an earlier build did not
+    write is refused, with or without ``overwrite``; a finished benchmark is replaced only with
+    ``overwrite=True``, which deletes only what a build writes (anything else is left in place); a
+    build that was interrupted is started again. ``flag`` names ``out_dir`` in error messages.
     """
     from spatialforge import __version__
     from spatialforge.geometry import GeometryConfig
@@ -956,19 +969,17 @@ def build_synthetic_benchmark(out_dir: str | os.PathLike[str], n_scenes: int = 2
     cfg = GenerateConfig(qa=qa_cfg, geometry=GeometryConfig(seed=int(seed)))
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise ConfigError(f"{out}: already exists and is not empty; use a new folder or overwrite=True")
-        if not (out / DESCRIPTOR_NAME).is_file():
-            raise ConfigError(f"{out}: overwrite=True only replaces a synthetic benchmark folder "
-                              f"(one holding {DESCRIPTOR_NAME}); this one has none")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    scenes = out / "_scenes"
+    prepared = prepare_output_dir(out, BENCHMARK_OUTPUT, overwrite=overwrite, flag=flag)
+    if prepared.resumed:
+        if (out / DESCRIPTOR_NAME).is_file():
+            raise ConfigError(f"{flag} {out}: already holds a benchmark ({DESCRIPTOR_NAME}); use a new folder, or "
+                              "overwrite to replace it")
+        prepare_output_dir(out, BENCHMARK_OUTPUT, overwrite=True, flag=flag)  # an interrupted build: start again
+    scenes = out / _SCENES_DIR
     write_synthetic_dataset(scenes, n=int(n_scenes), seed=int(seed), config=synth, progress=progress)
     manifest = run_generate(scenes, out, cfg, progress=progress)
     if not keep_scenes:
-        shutil.rmtree(scenes)
+        shutil.rmtree(scenes)  # the scene folders this call rendered, inside its own output
     bench_name = name or f"spatialforge-synthetic-{int(seed)}"
     bench = load_spatialforge(out, name=bench_name)
     counts = manifest["counts"]
@@ -1000,6 +1011,31 @@ def build_synthetic_benchmark(out_dir: str | os.PathLike[str], n_scenes: int = 2
 # Dispatch
 
 
+def _spec_parts(spec: str) -> tuple[str, str, str | None]:
+    """``(kind, path or hub name, split)`` of a spec; kind ``""`` for a bare folder."""
+    prefix, sep, rest = spec.partition(":")
+    kind = prefix.lower() if sep else ""
+    if kind not in ("qspatial", "spatialrgpt", "spatialforge", "synthetic"):
+        return "", spec, None
+    if kind == "qspatial":
+        head, colon, tail = rest.rpartition(":")
+        if colon and head and tail and "/" not in tail and "\\" not in tail:
+            return kind, head, tail
+    return kind, rest, None
+
+
+def benchmark_path(spec: str) -> Path | None:
+    """The local file or folder a benchmark spec reads, or ``None`` (a hub name, or nothing there).
+
+    Commands pass it to :func:`~spatialforge.io.outdir.prepare_output_dir` as an input, so that an
+    output folder can never be the benchmark, lie inside it or contain it.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        return None
+    _, path, _ = _spec_parts(spec.strip())
+    return Path(path) if path and Path(path).exists() else None
+
+
 def load_benchmark(spec: str, *, image_root: str | os.PathLike[str] | None = None) -> Benchmark:
     """Load a benchmark from a spec string (see ``BENCHMARK_SPECS``).
 
@@ -1011,17 +1047,12 @@ def load_benchmark(spec: str, *, image_root: str | os.PathLike[str] | None = Non
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"benchmark spec must be a non-empty string, got {spec!r}; accepted forms: {forms}")
     spec = spec.strip()
-    prefix, sep, rest = spec.partition(":")
-    kind = prefix.lower() if sep else ""
-    if kind in ("qspatial", "spatialrgpt", "spatialforge", "synthetic"):
+    kind, rest, split = _spec_parts(spec)
+    if kind:
         if not rest:
             raise ConfigError(f"benchmark spec {spec!r} names no path; accepted forms: {forms}")
         if kind == "qspatial":
-            source, split = rest, None
-            head, colon, tail = rest.rpartition(":")
-            if colon and head and tail and "/" not in tail and "\\" not in tail:
-                source, split = head, tail
-            return load_qspatial(source, split, image_root=image_root)
+            return load_qspatial(rest, split, image_root=image_root)
         if kind == "spatialrgpt":
             return load_spatialrgpt(rest, image_root=image_root)
         return load_spatialforge(rest)

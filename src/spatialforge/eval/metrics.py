@@ -94,7 +94,7 @@ import numpy as np
 
 from spatialforge.eval.types import KINDS, BenchmarkItem, ParsedAnswer
 
-__all__ = ["compare_markdown", "score_item", "summarize", "summary_markdown", "write_summary"]
+__all__ = ["BREAKDOWNS", "compare_markdown", "score_item", "summarize", "summary_markdown", "write_summary"]
 
 SCHEMA = "spatialforge.eval.summary/1"
 QUALITATIVE_KINDS = ("yes_no", "choice")
@@ -496,12 +496,10 @@ def summary_markdown(summary: dict, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_markdown(summaries: Mapping[str, dict]) -> str:
-    """Several models side by side: one row per (scope, metric), one column per model name."""
-    if not summaries:
-        raise ValueError("compare_markdown needs at least one summary")
-    models = list(summaries)
-    per_model = {m: dict(_scopes(summaries[m])) for m in models}
+BREAKDOWNS = ("kind", "type", "benchmark")
+
+
+def _compare_rows(models: Sequence[str], per_model: Mapping[str, Mapping[str, Mapping]]) -> list[list[str]]:
     labels: list[str] = []
     for m in models:
         labels += [lab for lab in per_model[m] if lab not in labels]
@@ -513,8 +511,35 @@ def compare_markdown(summaries: Mapping[str, dict]) -> str:
             cells = [_fmt(_get(s, path)) for s in scopes]
             if any(c != _DASH for c in cells):
                 rows.append([lab, name, *cells])
-    first = summaries[models[0]]
-    lines = ["## Model comparison", "", *_table(["scope", "metric", *models], rows), "", _ci_note(first)]
+    return rows
+
+
+def compare_markdown(summaries: Mapping[str, dict], breakdowns: Sequence[str] = BREAKDOWNS) -> str:
+    """Several models side by side: one row per (scope, metric), one column per model name.
+
+    The overall table comes first, then one table per entry of ``breakdowns`` (``kind``: per
+    question kind, ``type``: per question type, ``benchmark``: per benchmark, where the summaries
+    have several); ``breakdowns=()`` gives the overall table alone.
+    """
+    if not summaries:
+        raise ValueError("compare_markdown needs at least one summary")
+    unknown = [b for b in breakdowns if b not in BREAKDOWNS]
+    if unknown:
+        raise ValueError(f"unknown breakdown(s) {unknown}; use {', '.join(BREAKDOWNS)}")
+    models = list(summaries)
+    scoped = {m: _scopes(summaries[m]) for m in models}
+    sections = [("Model comparison", "overall")] + [(f"Model comparison by {b}", b) for b in BREAKDOWNS
+                                                     if b in breakdowns]
+    lines: list[str] = []
+    for title, part in sections:
+        prefix = "overall" if part == "overall" else f"{part}: "
+        per_model = {m: {lab: s for lab, s in scoped[m] if lab.startswith(prefix)} for m in models}
+        rows = _compare_rows(models, per_model)
+        if part != "overall" and not rows:
+            lines += [f"## {title}", "", f"No {part} breakdown in these summaries.", ""]
+            continue
+        lines += [f"## {title}", "", *_table(["scope", "metric", *models], rows), ""]
+    lines.append(_ci_note(summaries[models[0]]))
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,12 @@ and flushed, so an interrupted run loses at most the chunk in flight), ``summary
 ``run.json`` (the benchmark, the model's settings, counts, timings). Re-running the same command
 skips every question that already has an answer; questions whose model call failed are asked
 again. Records are keyed by the QA ``id``; when an id appears twice, the last record wins.
+
+``fingerprint.json`` (which benchmark, model and image setting the answers belong to) is written
+with the first answers, so a run whose model fails on its first call leaves no half-claimed
+folder. :func:`run_eval` and :func:`score_answers` write into the folder they are given; the
+``spatialforge eval`` commands first claim it with :func:`spatialforge.io.outdir.prepare_output_dir`
+(kinds :data:`RUN_OUTPUT` and :data:`SCORE_OUTPUT`, which list every top-level entry they write).
 """
 
 from __future__ import annotations
@@ -27,10 +33,16 @@ from spatialforge.eval.answers import parse_answer
 from spatialforge.eval.metrics import score_item, summarize, write_summary
 from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
 from spatialforge.io.dataset import atomic_write_json
+from spatialforge.io.outdir import OutputKind, atomic_path
 
-__all__ = ["read_answers", "read_records", "record_for", "run_eval", "score_answers"]
+__all__ = ["RUN_OUTPUT", "SCORE_OUTPUT", "read_answers", "read_records", "record_for", "run_eval", "score_answers"]
 
 RECORDS = "records.jsonl"
+FINGERPRINT = "fingerprint.json"
+#: what ``eval run`` writes in its folder (``--overwrite`` deletes exactly these)
+RUN_OUTPUT = OutputKind("eval-run", (RECORDS, FINGERPRINT, "summary.json", "summary.md", "run.json"))
+#: what ``eval score`` writes in its folder
+SCORE_OUTPUT = OutputKind("eval-score", (RECORDS, "summary.json", "summary.md"))
 
 
 def record_for(item: BenchmarkItem, text: str | None, error: str | None = None,
@@ -76,11 +88,10 @@ def _append(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
+    """Replace ``path`` with ``records`` through a temporary file (umask permissions, never half written)."""
+    with atomic_path(path) as tmp, tmp.open("w") as f:
         for rec in records:
             f.write(json.dumps(rec, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _fingerprint(benchmark: Any, model: Any, use_image: bool) -> dict[str, Any]:
@@ -109,20 +120,31 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
     """Ask ``model`` every question of ``benchmark`` not yet answered in ``out_dir``; score; summarise.
 
     A folder that holds answers of another model, benchmark or image setting is refused (its
-    ``fingerprint.json`` differs): use a new folder.
+    ``fingerprint.json`` differs): use a new folder. The fingerprint is written with the first
+    answers: when the model fails on its first call, nothing of this run is left in ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RECORDS
-    fp_path = out / "fingerprint.json"
+    fp_path = out / FINGERPRINT
     fingerprint = _fingerprint(benchmark, model, use_image)
     if path.exists() and fp_path.is_file():
-        previous = json.loads(fp_path.read_text())
+        try:
+            previous = json.loads(fp_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise DatasetError(f"{fp_path}: unreadable; use a new --out or --overwrite", path=str(fp_path)) from None
         if previous != fingerprint:
             changed = ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
             raise ConfigError(f"{out}: holds answers of another run (different {changed}); "
                               f"use a new --out or --overwrite")
-    atomic_write_json(fp_path, fingerprint)
+    claimed = False
+
+    def claim() -> None:  # the folder's answers belong to this run from the first answer on
+        nonlocal claimed
+        if not claimed:
+            atomic_write_json(fp_path, fingerprint)
+            claimed = True
+
     done = read_records(path)
     if path.exists():  # compact: one line per id, a torn last line dropped (also when nothing parsed)
         _rewrite(path, done.values())
@@ -136,15 +158,18 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
         chunk = todo[s:s + chunk_size]
         answers = model.answer(chunk, progress=False, use_image=use_image)
         if len(answers) != len(chunk):
-            raise DatasetError(f"model {model.name} returned {len(answers)} answers for {len(chunk)} questions")
+            raise DatasetError(f"model {model.name} returned {_count(len(answers), 'answer')} for "
+                               f"{_count(len(chunk), 'question')}")
         recs = []
         for item, ans in zip(chunk, answers, strict=True):
             if ans.error:
                 errors[ans.error.split(":")[0][:60]] += 1
             recs.append(record_for(item, ans.text, ans.error, {"latency_s": ans.latency_s, "model": model.name}))
+        claim()
         _append(path, recs)
         bar.update(len(chunk))
     bar.close()
+    claim()
     records = read_records(path)
     ids = {it.id for it in benchmark.items}
     scored = _rescored(benchmark, records)
@@ -159,6 +184,10 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
         "model_errors": dict(errors), "seconds": round(time.perf_counter() - start, 3),
     })
     return summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def read_answers(path: str | os.PathLike[str]) -> tuple[dict[str, str | None], dict[str, Any]]:

@@ -9,18 +9,21 @@ See docs/training.md for every field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
+from spatialforge.io.outdir import OutputKind
 from spatialforge.io.sectioned_config import apply_section_overrides, sections_from_dict
 
 __all__ = [
     "CLI_FIELDS",
     "DEFAULT_BASE_MODEL",
     "DEFAULT_TARGET_MODULES",
+    "TRAIN_OUTPUT",
     "DataSettings",
     "LoraSettings",
     "ModelSettings",
@@ -38,6 +41,13 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 
 _DTYPES = ("auto", "bfloat16", "float16", "float32")
 _VISION_MODES = ("off", "lora", "full")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+#: what a training run writes in ``train.output_dir`` (``spatialforge train --overwrite`` deletes exactly these):
+#: checkpoints, the adapter, the merged model, the summary, the resolved config, the periodic evaluations, the
+#: model card TRL writes (README.md) and the ``runs/`` logs of ``report_to`` integrations such as tensorboard
+TRAIN_OUTPUT = OutputKind("train-run", ("checkpoint-*", "adapter", "merged", "train_summary.json",
+                                        "vlm_train_config.json", "evals.jsonl", "eval", "README.md", "runs"))
 
 
 @dataclass(frozen=True)
@@ -130,9 +140,10 @@ class DataSettings:
     def check_sources(self) -> None:
         """The combination of sources and share is usable (checked when a run starts)."""
         if self.spatial_share > 0 and not self.dataset:
-            raise ConfigError("data.dataset (a spatialforge output folder) is required when data.spatial_share > 0")
+            raise ConfigError("data.dataset (a spatialforge output folder) is required when data.spatial_share "
+                              f"is above 0 (it is {self.spatial_share:g})")
         if self.spatial_share < 1 and not self.general_data:
-            raise ConfigError(f"data.spatial_share={self.spatial_share} < 1 needs data.general_data "
+            raise ConfigError(f"data.spatial_share {self.spatial_share:g} (below 1) needs data.general_data "
                               "(a general VQA dataset to mix in)")
 
 
@@ -152,7 +163,8 @@ class RunSettings:
     max_grad_norm: float = 1.0
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; off on CPU) | no | bf16 | fp16
     gradient_checkpointing: bool = True
-    device: str = "auto"  # auto | cpu | cuda (multi-GPU: launch with `accelerate launch` / torchrun)
+    # auto | cpu | cuda | cuda:N | mps (cuda uses every visible GPU; multi-GPU: `accelerate launch` / torchrun)
+    device: str = "auto"
     seed: int = 0
     workers: int = 2  # dataloader worker processes (image decoding and the collator run there)
     log_every: int = 10
@@ -182,8 +194,8 @@ class RunSettings:
             raise ConfigError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
         if self.precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"train.precision must be auto, no, bf16 or fp16, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not self.output_dir.strip():
             raise ConfigError("train.output_dir must not be empty")
 

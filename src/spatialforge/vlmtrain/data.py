@@ -100,6 +100,10 @@ def _normalise_messages(messages: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _count_images(messages: Sequence[dict[str, Any]]) -> int:
     return sum(1 for m in messages for p in m["content"] if p["type"] == "image")
 
@@ -184,7 +188,8 @@ class SpatialExamples:
                 raise DatasetError(f"{f}: cannot read the image column ({exc})", path=str(f)) from None
         self._image_offsets = np.cumsum([0] + [len(c) for c in self._images])
         if self._image_offsets[-1] != len(rows):
-            raise DatasetError(f"{self.out_dir}: {len(rows)} rows but {self._image_offsets[-1]} images")
+            raise DatasetError(f"{self.out_dir}: {_plural(len(rows), 'row')} but "
+                               f"{_plural(int(self._image_offsets[-1]), 'image')}")
         self.scene_ids: list[str] = []
         self._items: list[tuple[int, list[dict[str, Any]]]] = []
         self.rows_without_questions = 0
@@ -321,7 +326,7 @@ class GeneralExamples:
         if n_parts == 0 and images:
             messages = _insert_images(messages, len(images), where)
         elif n_parts != len(images):
-            raise DatasetError(f"{where}: {n_parts} image placeholder(s) but {len(images)} image(s)")
+            raise DatasetError(f"{where}: {_plural(n_parts, 'image placeholder')} but {_plural(len(images), 'image')}")
         return {"images": images, "messages": messages, "spatial": False}
 
 

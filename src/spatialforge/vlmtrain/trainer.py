@@ -21,7 +21,8 @@ from typing import Any
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError, SpatialForgeError
 from spatialforge.io.dataset import atomic_write_json
-from spatialforge.vlmtrain.config import LoraSettings, ModelSettings, VLMTrainConfig
+from spatialforge.io.outdir import prepare_output_dir
+from spatialforge.vlmtrain.config import TRAIN_OUTPUT, LoraSettings, ModelSettings, VLMTrainConfig
 from spatialforge.vlmtrain.data import (
     SOURCE_KEY,
     AssistantOnlyCollator,
@@ -41,6 +42,7 @@ __all__ = [
     "SUMMARY_FILE",
     "EvalFn",
     "build_lora_model",
+    "describe_loss",
     "load_base_model",
     "load_processor",
     "lora_target_modules",
@@ -311,7 +313,7 @@ def _resume_checkpoint(out: Path, config: VLMTrainConfig) -> str | None:
         return None
     if not config.train.resume:  # a fresh run would mix its checkpoints with the old ones
         raise ConfigError(f"{out}: already holds checkpoints ({', '.join(sorted(p.name for p in checkpoints))}) "
-                          "and train.resume=false: use a new train.output_dir or delete them")
+                          "and train.resume is off: use a new train.output_dir, or start again (--overwrite)")
     stored_path = out / CONFIG_FILE
     if stored_path.is_file():
         stored = json.loads(stored_path.read_text())
@@ -321,9 +323,9 @@ def _resume_checkpoint(out: Path, config: VLMTrainConfig) -> str | None:
             names = keys if keys is not None else sorted(set(a) | set(b))
             changed = [k for k in names if _jsonable(a.get(k)) != _jsonable(b.get(k))]
             if changed:
-                raise ConfigError(f"{out}: holds checkpoints of a run with different {section}."
-                                  f"{', '.join(changed)}; resume with the same settings, use a new "
-                                  "train.output_dir, or set train.resume=false")
+                raise ConfigError(f"{out}: holds checkpoints of a run with different "
+                                  f"{', '.join(f'{section}.{k}' for k in changed)}; resume with the same settings, "
+                                  "use a new train.output_dir, or start again (--overwrite)")
     return str(max(checkpoints, key=lambda p: int(p.name.split("-", 1)[1])))
 
 
@@ -372,6 +374,11 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     """Fine-tune ``config.model.base_model`` with LoRA; returns the run summary (also written to
     ``output_dir/train_summary.json``).
 
+    ``train.output_dir`` is claimed first (:func:`~spatialforge.io.outdir.prepare_output_dir`, kind
+    :data:`~spatialforge.vlmtrain.config.TRAIN_OUTPUT`): a non-empty folder that no training run
+    wrote, or one that is, contains or lies inside the dataset, the general data or a local base
+    model, is refused before anything is loaded; a folder of an earlier run is resumed.
+
     ``eval_fn(model, processor, step) -> dict`` (optional) is called every ``train.eval_every``
     optimizer steps and after the last one, with the adapted model in eval mode under
     ``torch.no_grad()``; its numeric values are logged as ``eval/<key>`` and every result is kept
@@ -385,17 +392,17 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     require("peft", extra="train", feature="LoRA fine-tuning")
     run, data = config.train, config.data
     data.check_sources()
-    if run.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device='cuda' but CUDA is not available")
-    cuda = run.device != "cpu" and torch.cuda.is_available()
+    cuda = _check_device(torch, run.device)
     precision = run.precision
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
     if precision == "fp16" and not cuda:
-        raise ConfigError("train.precision='fp16' needs a CUDA device (use no or bf16 on the CPU)")
+        raise ConfigError("train.precision fp16 needs a CUDA device (use no or bf16 on the CPU)")
 
     out = Path(run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # claim the run folder before anything is loaded (a no-op when `spatialforge train` already did)
+    local = [Path(p) for p in (data.dataset, data.general_data, config.model.base_model) if p and Path(p).exists()]
+    prepare_output_dir(out, TRAIN_OUTPUT, inputs=local, flag="train.output_dir")
     resume_from = _resume_checkpoint(out, config)
     atomic_write_json(out / CONFIG_FILE, config.to_dict())
 
@@ -407,7 +414,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         general = GeneralExamples(open_general_dataset(data.general_data, data.general_split, data.general_config),
                                   name=str(data.general_data), limit=data.general_limit)
     n_spatial, n_general = len(spatial or ()), len(general or ())
-    log(f"examples: {n_spatial} spatial (from {len(spatial.scene_ids) if spatial else 0} images), "
+    log(f"examples: {n_spatial} spatial (from {_count(len(spatial.scene_ids) if spatial else 0, 'image')}), "
         f"{n_general} general; spatial share {data.spatial_share:g} (by examples)")
 
     model = load_base_model(config.model, cuda=cuda)
@@ -435,7 +442,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         save_total_limit=run.save_total_limit,
         seed=run.seed,
         data_seed=run.seed,
-        use_cpu=run.device == "cpu",
+        use_cpu=run.device == "cpu",  # cuda, cuda:N (one visible GPU), mps and auto: the Trainer's own choice
         dataloader_num_workers=run.workers,
         report_to=run.report_to,
         disable_tqdm=not progress,
@@ -469,7 +476,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         log(f"resuming from {resume_from}")
     start_step = _checkpoint_step(resume_from)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
     train_time = time.perf_counter() - t0
 
     adapter_dir = out / ADAPTER_DIR
@@ -490,6 +497,9 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         "steps": steps,
         "resumed_from": resume_from,
         "final_loss": losses[-1]["loss"] if losses else None,
+        # the mean training loss over this process's steps (also when none was logged: log_every > steps)
+        "mean_loss": _finite_or_none(getattr(train_output, "training_loss", None)),
+        "log_every": run.log_every,
         "loss_history": losses,
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -517,10 +527,54 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     if trainer.is_world_process_zero():
         atomic_write_json(out / SUMMARY_FILE, summary)
     measured = summary["mix"]["measured"]
-    log(f"done: {steps} steps in {train_time:.1f} s, final loss {summary['final_loss']}, spatial share "
+    log(f"done: {_count(steps, 'step')} in {train_time:.1f} s, {describe_loss(summary)}, spatial share "
         f"{_fmt(measured['spatial_share_examples'])} of examples / {_fmt(measured['spatial_share_tokens'])} "
         "of tokens")
     return summary
+
+
+def _check_device(torch: Any, device: str) -> bool:
+    """Check that ``train.device`` can be used here; True when training runs on CUDA."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device {device}: CUDA is not available")
+        if ":" in device:
+            index, count = int(device.split(":", 1)[1]), torch.cuda.device_count()
+            if index >= count:
+                raise ConfigError(f"train.device {device}: only {_count(count, 'CUDA device')} visible")
+            if count > 1:  # transformers' Trainer spreads one process over every visible GPU
+                raise ConfigError(f"train.device {device}: {count} GPUs are visible and the trainer uses all of "
+                                  f"them; make GPU {index} the only one with CUDA_VISIBLE_DEVICES={index}")
+        return True
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("train.device mps: the MPS backend is not available")
+        return False
+    return device == "auto" and torch.cuda.is_available()
+
+
+def describe_loss(summary: Mapping[str, Any]) -> str:
+    """The loss in one phrase: the last logged loss, else why none was logged and the mean loss."""
+    losses = summary.get("loss_history") or []
+    if summary.get("final_loss") is not None and losses:
+        return f"final loss {summary['final_loss']:.4g} (logged at step {losses[-1]['step']})"
+    steps = int(summary.get("steps") or 0)
+    text = f"no loss logged ({_count(steps, 'step')}; a loss is logged every {summary.get('log_every', '?')}: " \
+           "train.log_every)"
+    mean = summary.get("mean_loss")
+    return text + (f", mean training loss {mean:.4g}" if mean is not None else "")
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt(value: float | None) -> str:

@@ -21,8 +21,12 @@ encodes the images. Each item is one request::
   (deterministic, yet spreads the items apart), capped at 60 s.
 * Any other HTTP error is not retried: the item's error is ``"HTTP 400: <message from the body>"``.
 * A 2xx response that is not a chat completion (malformed JSON, no choices) is that item's error.
-* HTTP 401 / 403 / 404 mean a wrong key, URL or model: the remaining items are not sent. If no item
-  got an answer, :class:`~spatialforge.errors.ConfigError` is raised. Likewise, when the server
+* The official endpoint (host ``api.openai.com``) always needs a key: without one in ``api_key_env``,
+  :meth:`answer` raises :class:`~spatialforge.errors.ConfigError` naming the variable at once, before
+  any request.
+* HTTP 401 / 403 (the key is missing or rejected) and 404 (a wrong URL or model) are never retried:
+  the remaining items are not sent. If no item got an answer, :class:`~spatialforge.errors.ConfigError`
+  is raised, saying whether the key was missing (naming the variable) or rejected. Likewise, when the server
   cannot be reached at all (an item gives up on connection errors or timeouts before any HTTP
   response came back), or ``2 * concurrency`` items in a row give up that way, the remaining items
   are not sent, and :class:`~spatialforge.errors.SpatialForgeError` is raised if nothing was answered.
@@ -62,6 +66,7 @@ from spatialforge.eval.types import BenchmarkItem
 __all__ = ["DEFAULT_BASE_URL", "OpenAICompatibleModel", "retry_delay"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+KEY_REQUIRED_HOSTS = frozenset({"api.openai.com"})  # endpoints that answer nothing without a key
 JPEG_QUALITY = 90
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 120.0
@@ -390,6 +395,9 @@ class OpenAICompatibleModel:
         if not items:
             return []
         key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        host = urllib.parse.urlsplit(self.base_url).hostname
+        if not key and host in KEY_REQUIRED_HOSTS:  # fail now, not after retrying an answer that cannot come
+            raise ConfigError(f"{self.name}: the API key is missing ({host} needs one): {self._key_advice()}")
         run = _Run(api_key=key or None, use_image=self.send_image and use_image,
                    giveup_limit=max(4, 2 * self.concurrency))
         opener = urllib.request.build_opener()
@@ -503,8 +511,7 @@ class OpenAICompatibleModel:
                 return ModelAnswer(item.id, text, latency_s=latency, meta={**meta, **extra})
             error = run.redact(f"HTTP {status}: {_error_message(reply.body)}")
             if status in FATAL_STATUS:
-                run.halt(error, ConfigError(f"{self.name}: {error} from {_public_url(self.url)} "
-                                            f"({self._fatal_hint(status, run)})"))
+                run.halt(error, ConfigError(self._fatal_message(status, error, run)))
                 return ModelAnswer(item.id, None, error=error, latency_s=latency, meta=meta)
             if status in RETRY_STATUS or status >= 500:
                 last_error, transport, retry_after = error, False, parse_retry_after(reply.headers)
@@ -523,10 +530,17 @@ class OpenAICompatibleModel:
         return ModelAnswer(item.id, None, error=run.redact(f"{last_error} (not retried: {run.stop_reason})"),
                            latency_s=latency, meta={"attempts": attempts})
 
-    def _fatal_hint(self, status: int, run: _Run) -> str:
+    def _key_advice(self) -> str:
+        if self.api_key_env:
+            return f"set the environment variable {self.api_key_env} (or name another with --api-key-env)"
+        return "no key is sent because api_key_env is unset; name the variable that holds it"
+
+    def _fatal_message(self, status: int, error: str, run: _Run) -> str:
+        """One line for an HTTP 401 / 403 / 404: what is wrong and what to do."""
+        where = _public_url(self.url)
         if status == 404:
-            return "check the model name and base_url"
+            return f"{self.name}: {error} from {where} (check the model name and base_url)"
         if run.api_key is None:
-            return f"no API key: set the environment variable {self.api_key_env}" if self.api_key_env \
-                else "no API key is sent (api_key_env is unset)"
-        return f"check the API key in {self.api_key_env}"
+            return f"{self.name}: the API key is missing: {where} answered {error}; {self._key_advice()}"
+        return (f"{self.name}: the API key in {self.api_key_env} was rejected: {where} answered {error}; "
+                "check the key and its permissions")
