@@ -82,10 +82,13 @@ max_side = 1024
 
 @pytest.mark.parametrize("text, message", [
     ('batch_sise = 2', "unknown key(s) batch_sise"),
-    ('batch_size = 0', "batch_size must be >= 1"),
+    ('batch_size = 0', "batch_size must be an integer >= 1"),
     ('[detector]\nmodel_id = "x"', "'backend' (a backend name) is required"),
     ('[detector]\nbackend = "owlv2"\nthreshold = 0.1', "unknown key(s) threshold"),
     ('[detector]\nbackend = "owlv2"\noptions = 3', "'options' must be a table"),
+    ('[detector]\nbackend = "owlv2"\noptions = { score_threshold = -1 }',
+     "[detector]: score_threshold must be a finite number >= 0"),
+    ('[detector]\nbackend = "yolo"', "[detector]: unknown detector backend 'yolo' (known: grounding-dino, owlv2)"),
     ('ambiguity = "guess"', "ambiguity must be 'group' or 'drop'"),
     ('[limits]\nmax_sides = 3', "limits:"),
     ('vocabulary = "mug"', "'vocabulary' must be a list of strings"),
@@ -145,3 +148,220 @@ def test_hf_image_ids_do_not_depend_on_limit(tmp_path):
     datasets.Dataset.from_dict({"image": list(range(100_001))}).save_to_disk(str(tmp_path / "hf"))
     some = [i.image_id for i in iter_hf_images(str(tmp_path / "hf"), limit=2)]
     assert some == ["train-000000", "train-000001"]
+
+
+# ----------------------------------------------------------------------------- issue 8: the photo path's settings
+def _generate_args(*flags: str):
+    from spatialforge.cli.main import build_parser
+
+    return build_parser().parse_args(["generate", "photos", "--out", "out", *flags])
+
+
+def _backends():
+    from spatialforge.perception.backends import BACKENDS
+
+    return [(kind, name) for kind, names in BACKENDS.items() for name in names]
+
+
+@pytest.mark.parametrize("kind, name", _backends())
+def test_every_backends_unknown_options_are_refused_when_the_config_is_read(tmp_path, kind, name):
+    from spatialforge.perception.backends import backend_options, build_stage
+
+    typo = {"grounding-dino": "box_treshold", "owlv2": "batchsize"}.get(name, "batchsize")
+    p = tmp_path / "p.toml"
+    p.write_text(f'[{kind}]\nbackend = "{name}"\noptions = {{ {typo} = 1 }}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_perception_config(p)
+    msg = str(exc.value)
+    assert str(p) in msg and f"[{kind}]" in msg and f"the {name} {kind}" in msg
+    assert f"unknown option '{typo}'" in msg
+    known = backend_options(kind, name)
+    assert all(option in msg for option in known) and ("known options: none" in msg) == (not known)
+    # the same from Python, before any model is loaded
+    with pytest.raises(ConfigError, match=f"unknown option '{typo}'"):
+        PerceptionConfig(**{kind: StageSpec(name, options={typo: 1})})
+    kwargs = {} if not known and name in ("none", "label", "box") else {"model_id": "never-loaded"}
+    with pytest.raises(ConfigError, match=f"unknown option '{typo}'"):
+        build_stage(kind, name, **kwargs, **{typo: 1})
+
+
+def test_every_declared_option_is_accepted_and_a_model_id_needs_a_model():
+    from spatialforge.perception.backends import NO_MODEL_BACKENDS, backend_options, build_stage
+
+    for kind, name in _backends():
+        defaults = backend_options(kind, name)
+        kwargs = {} if name in NO_MODEL_BACKENDS else {"model_id": "never-loaded"}
+        build_stage(kind, name, **kwargs, **defaults)  # every declared option, at its default
+        if name in NO_MODEL_BACKENDS:
+            with pytest.raises(ConfigError, match="loads no model"):
+                PerceptionConfig(**{kind: StageSpec(name, model_id="some/model")}, vocabulary=("cup",))
+
+
+def test_the_vocabulary_has_no_repeats():
+    from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
+
+    assert len(set(DEFAULT_VOCABULARY)) == len(DEFAULT_VOCABULARY) and "bench" in DEFAULT_VOCABULARY
+    assert PerceptionConfig(vocabulary=("cup", "bench", "cup")).vocabulary == ("cup", "bench")
+
+
+def test_no_filter_never_sends_the_whole_vocabulary_silently(tmp_path):
+    from spatialforge.cli.photos import perception_config
+    from spatialforge.perception.backends.stub import KeepAllFilter
+
+    with pytest.raises(ConfigError, match=r"no tagger.*139 tags.*at most 24"):
+        PerceptionConfig(filter=StageSpec("none"))
+    small = PerceptionConfig(filter=StageSpec("none"), vocabulary=("cup", "chair"))
+    assert KeepAllFilter().tags([np.zeros((4, 4, 3), np.uint8)], small.vocabulary, 24) == [["cup", "chair"]]
+    with pytest.raises(ValueError, match="has 2 tags, more than the 1 tag per image"):
+        KeepAllFilter().tags([np.zeros((4, 4, 3), np.uint8)], ["cup", "chair"], 1)
+    with pytest.raises(ConfigError) as exc:
+        perception_config(_generate_args("--filter", "none"))
+    assert str(exc.value).startswith("--filter none") and "--vocabulary" in str(exc.value)
+    tags = tmp_path / "tags.txt"
+    tags.write_text("cup\nchair\ncup\n")
+    cfg = perception_config(_generate_args("--filter", "none", "--vocabulary", str(tags)))
+    assert cfg.filter.backend == "none" and cfg.vocabulary == ("cup", "chair")
+
+
+def test_filter_model_alone_is_the_caption_embedders_model_too():
+    from spatialforge.cli.photos import perception_config
+    from spatialforge.perception.pipeline import PerceptionPipeline
+
+    cfg = perception_config(_generate_args("--filter-model", "/models/my-clip"))
+    assert cfg.stage_spec("embedder").model_id == "/models/my-clip"
+    stages = PerceptionPipeline.from_config(cfg).stages
+    assert stages["embedder"] is stages["filter"] and stages["filter"].model_id == "/models/my-clip"
+    cfg = perception_config(_generate_args("--filter-model", "/models/my-clip", "--embedder-model", "/models/other"))
+    stages = PerceptionPipeline.from_config(cfg).stages
+    assert stages["embedder"] is not stages["filter"] and stages["embedder"].model_id == "/models/other"
+    assert PerceptionConfig(filter=StageSpec("none"), vocabulary=("cup",)).stage_spec("embedder").model_id is None
+
+
+def test_score_threshold_lowers_grounding_dinos_text_threshold_unless_given():
+    from spatialforge.cli.photos import perception_config
+    from spatialforge.perception.pipeline import PerceptionPipeline
+
+    def detector(*flags: str):
+        return PerceptionPipeline.from_config(perception_config(_generate_args(*flags))).stages["detector"]
+
+    assert (detector().box_threshold, detector().text_threshold) == (0.3, 0.25)
+    low = detector("--score-threshold", "0.1")
+    assert (low.box_threshold, low.text_threshold) == (0.1, 0.1)
+    given = detector("--score-threshold", "0.1", "--text-threshold", "0.2")
+    assert (given.box_threshold, given.text_threshold) == (0.1, 0.2)
+    assert detector("--text-threshold", "0.05").text_threshold == 0.05
+    with pytest.raises(ConfigError, match=r"--text-threshold needs --detector grounding-dino"):
+        perception_config(_generate_args("--detector", "owlv2", "--text-threshold", "0.2"))
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (("--batch-size", "0"), "--batch-size"),
+    (("--score-threshold", "1.5"), "--score-threshold"),
+    (("--text-threshold", "-0.1"), "--text-threshold"),
+    (("--limit", "0"), "--limit"),
+    (("--focal-length", "-3"), "--focal-length"),
+    (("--focal-length", "0"), "--focal-length"),
+    (("--assume-hfov", "5"), "--assume-hfov"),
+    (("--filter-threshold", "nan"), "--filter-threshold"),
+    (("--caption-similarity", "2"), "--caption-similarity"),
+    (("--device", "gpu"), "--device"),
+    (("--dtype", "int8"), "--dtype"),
+    (("--keep-labels", "a room,,a kitchen"), "--keep-labels"),
+])
+def test_photo_options_are_checked_when_parsed(tmp_path, capsys, flags, flag):
+    from spatialforge.cli.main import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert main(["generate", str(photos), "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"argument {flag}" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_assume_hfov_takes_degrees_or_none():
+    from spatialforge.cli.photos import perception_config
+
+    assert perception_config(_generate_args("--assume-hfov", "none")).assumed_hfov_deg is None
+    assert perception_config(_generate_args("--assume-hfov", "75")).assumed_hfov_deg == 75.0
+    assert perception_config(_generate_args()).assumed_hfov_deg == 60.0
+
+
+@pytest.mark.parametrize("flags, start", [
+    (("--keep-labels", "a room", "--drop-labels", "a room"), "--keep-labels, --drop-labels: [filter]"),
+    (("--captioner", "label", "--captioner-model", "x/y"), "--captioner-model: the captioner backend 'label'"),
+    (("--filter", "none", "--keep-labels", "a room"), "--keep-labels needs --filter clip"),
+])
+def test_config_errors_name_the_flag_that_caused_them(flags, start):
+    from spatialforge.cli.photos import perception_config
+
+    with pytest.raises(ConfigError) as exc:
+        perception_config(_generate_args(*flags))
+    assert str(exc.value).startswith(start)
+
+
+def test_the_fingerprint_covers_what_changes_outputs_only():
+    from spatialforge.perception.config import describe_changes
+
+    base = PerceptionConfig()
+    same = [base.with_overrides(device="cuda", batch_size=2, low_memory=True),
+            PerceptionConfig(detector=StageSpec("grounding-dino", "IDEA-Research/grounding-dino-base",
+                                                {"box_threshold": 0.3, "batch_size": 1})),
+            PerceptionConfig(filter=StageSpec("clip", options={"batch_size": 2, "text_batch_size": 8}))]
+    for cfg in same:
+        assert cfg.fingerprint() == base.fingerprint()
+    changed = {
+        "stages.detector.backend 'grounding-dino' -> 'owlv2'": PerceptionConfig(detector=StageSpec("owlv2")),
+        "stages.depth.model_id": PerceptionConfig(depth=StageSpec("depth-anything-v2", "my/depth")),
+        "score_threshold None -> 0.1": base.with_overrides(score_threshold=0.1),
+        "stages.detector.options.text_threshold 0.25 -> 0.1": base.with_overrides(score_threshold=0.1),
+        "vocabulary: 1 entry added (teapot shelf)": PerceptionConfig(vocabulary=(*base.vocabulary, "teapot shelf")),
+        "dtype 'float32' -> 'bfloat16'": base.with_overrides(dtype="bfloat16"),
+        "ambiguity 'group' -> 'drop'": base.with_overrides(ambiguity="drop"),
+        "stages.filter.options.threshold 0.5 -> 0.7": PerceptionConfig(filter=StageSpec("clip", options={
+            "threshold": 0.7})),
+    }
+    for phrase, cfg in changed.items():
+        assert cfg.fingerprint() != base.fingerprint(), phrase
+        assert any(c.startswith(phrase) for c in describe_changes(base.output_settings(), cfg.output_settings())), \
+            (phrase, describe_changes(base.output_settings(), cfg.output_settings()))
+
+
+def test_one_threshold_checker_and_one_box_clipper():
+    from pathlib import Path
+
+    import spatialforge.perception as perception
+    from spatialforge.perception.backends.clip import ClipFilter
+    from spatialforge.perception.backends.florence2 import Florence2Captioner
+    from spatialforge.perception.backends.grounding_dino import GroundingDinoDetector
+    from spatialforge.perception.backends.owlv2 import Owlv2Detector
+    from spatialforge.perception.backends.sam import Sam2Segmenter
+    from spatialforge.perception.boxes import clip_boxes
+    from spatialforge.perception.checks import check_number
+
+    assert check_number(0.5, "t", low=0.0, high=1.0) == 0.5 and check_number(-3, "t") == -3.0
+    for bad in (float("nan"), float("inf"), True, "0.3", None, -0.1):
+        with pytest.raises(ConfigError, match=r"^t must be a finite number >= 0, got"):
+            check_number(bad, "t", low=0.0)
+    with pytest.raises(ValueError, match=r"^t must be a number in \[0, 1\], got 2"):
+        check_number(2, "t", low=0.0, high=1.0, error=ValueError)
+    with pytest.raises(ConfigError, match=r"must be a finite number > 0"):
+        check_number(0.0, "t", low=0.0, strict_low=True)
+    # every backend words a bad threshold the same way (they share the checker)
+    for make, option in ((GroundingDinoDetector, "box_threshold"), (GroundingDinoDetector, "text_threshold"),
+                         (Owlv2Detector, "score_threshold"), (ClipFilter, "threshold"),
+                         (Florence2Captioner, "crop_margin")):
+        with pytest.raises(ConfigError, match=rf"{option} must be a finite number >= 0\b.*got nan"):
+            make(model_id="never-loaded", **{option: float("nan")})
+    with pytest.raises(ConfigError, match=r"mask_threshold must be a finite number \(a logit\), got inf"):
+        Sam2Segmenter(model_id="never-loaded", mask_threshold=float("inf"))
+    boxes = clip_boxes(np.array([[-5, -2, 50, 10], [3, 4, 5, 6]]), 40, 8)
+    np.testing.assert_array_equal(boxes, [[0, 0, 40, 8], [3, 4, 5, 6]])
+    # the old copies are gone: no module clips boxes or checks a threshold by hand any more
+    root = Path(perception.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        if path.name not in ("boxes.py", "checks.py"):
+            assert "[:, [0, 2]] = np.clip" not in text, f"{path.name} clips boxes itself: use boxes.clip_boxes"
+        if path.name != "checks.py":
+            assert "isinstance(value, Real)" not in text and "not isinstance(threshold, Real)" not in text, path.name

@@ -281,7 +281,7 @@ def test_depth_pro_known_focal_rescales_depth(dp):
     np.testing.assert_allclose(scaled[0].depth, 2.0 * base[0].depth, rtol=1e-5)  # depth is proportional to f
     np.testing.assert_allclose(scaled[1].depth, base[1].depth, rtol=1e-6)
     assert scaled[0].hfov_deg == pytest.approx(base[0].hfov_deg)  # still the model's own prediction
-    with pytest.raises(ValueError, match="entries"):
+    with pytest.raises(ValueError, match="has 1 entry for 2 images"):
         dp(IMAGES[:2], focal_lengths_px=[100.0])
     with pytest.raises(ValueError, match="focal_lengths_px"):
         dp(IMAGES[:1], focal_lengths_px=[-1.0])

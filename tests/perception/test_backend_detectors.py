@@ -293,6 +293,24 @@ def test_gdino_thresholds(gd_dir, gd_all):
     _assert_same(some, expected, atol=1e-6)
 
 
+def test_a_low_score_threshold_reaches_grounding_dinos_text_threshold(gd_dir):
+    from spatialforge.perception.config import PerceptionConfig, StageSpec
+    from spatialforge.perception.pipeline import PerceptionPipeline
+
+    def detector(**cfg):
+        config = PerceptionConfig(detector=StageSpec("grounding-dino", gd_dir, cfg.pop("options", {})), **cfg)
+        return PerceptionPipeline.from_config(config).stages["detector"]
+
+    img, prompts = _image(48, 80, 3), [["cat", "dog"]]
+    low = detector(score_threshold=0.0)
+    assert (low.box_threshold, low.text_threshold) == (0.0, 0.0)
+    # the box threshold alone: the text threshold's default 0.25 still cuts boxes
+    only_box = GroundingDinoDetector(model_id=gd_dir, box_threshold=0.0)([img], prompts)[0]
+    assert len(low([img], prompts)[0]) == GD_QUERIES > len(only_box)
+    given = detector(score_threshold=0.0, options={"text_threshold": 0.25})
+    assert given.text_threshold == 0.25 and len(given([img], prompts)[0]) == len(only_box)
+
+
 def test_gdino_prompts_per_image_batching_and_normalisation(gd_dir):
     stage = GroundingDinoDetector(model_id=gd_dir, box_threshold=0.0, text_threshold=0.0, batch_size=2)
     imgs = [_image(48, 80, s) for s in range(3)]  # same size: batching pads only the captions

@@ -386,7 +386,7 @@ def test_no_boxes_gives_empty_tuples_without_loading(f2_dir):
 def test_bad_inputs_raise(captioner):
     img = _image(10, 20, 0)
     one = _dets([[0, 0, 5, 5]], ["cup"])
-    with pytest.raises(ValueError, match="1 images but 2 detection sets"):
+    with pytest.raises(ValueError, match="got 1 image but 2 detection sets"):
         captioner([img], [one, one])
     with pytest.raises(ValueError, match="expected a Detections"):
         captioner([img], [np.zeros((1, 4))])

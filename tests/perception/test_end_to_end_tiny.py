@@ -151,8 +151,9 @@ def test_photo_folder_grounding_dino_florence_sam2_depth_anything(models, tmp_pa
     # pictures for a person
     target = ok[0]
     assert main(["inspect", str(out), target]) == 0
-    overlay = Image.open(out / "inspect" / f"{target}_overlay.png")
-    depth_pic = Image.open(out / "inspect" / f"{target}_depth.png")
+    pictures = out.with_name(out.name + "-inspect")  # beside the output, never inside it
+    overlay = Image.open(pictures / f"{target}_overlay.png")
+    depth_pic = Image.open(pictures / f"{target}_depth.png")
     assert overlay.width > W and depth_pic.width >= W
 
 
@@ -164,6 +165,7 @@ def test_owlv2_sam_depth_pro_from_a_config_file_with_focal_length(models, tmp_pa
     config.write_text(f"""
 batch_size = 2
 score_threshold = 0.0
+vocabulary = ["chair", "table", "cup", "lamp", "sofa"]
 [filter]
 backend = "none"
 [embedder]
@@ -215,7 +217,10 @@ def test_hugging_face_dataset_saved_to_disk(models, tmp_path):
     ds.save_to_disk(str(saved))
     out = tmp_path / "out"
     m = models
-    common = ["--filter", "none", "--embedder", "none", "--captioner", "label", "--segmenter", "box",
+    vocabulary = tmp_path / "tags.txt"
+    vocabulary.write_text("chair\ntable\ncup\n")
+    common = ["--filter", "none", "--vocabulary", str(vocabulary), "--embedder", "none", "--captioner", "label",
+              "--segmenter", "box",
               "--detector", "owlv2", "--detector-model", str(m["owl"]), "--score-threshold", "0",
               "--depth-model", str(m["da"])]
     assert _run("--hf-dataset", str(saved), "--out", str(out), *common) == 0
@@ -249,11 +254,22 @@ def test_low_memory_mode_gives_the_same_scenes_and_releases_models(models, tmp_p
                                 depth=StageSpec("depth-anything-v2", str(m["da"])), device="cpu",
                                 score_threshold=0.0, batch_size=2, low_memory=low)
 
-    results = {}
+    results, most = {}, {}
     for low in (False, True):
         pipe = PerceptionPipeline.from_config(config(low))
         assert pipe.stages["filter"] is pipe.stages["embedder"]  # one CLIP serves both
         assert all(getattr(s, "model", None) is None for s in pipe.stages.values())  # nothing loaded yet
+        stages = [s for s in {id(s): s for s in pipe.stages.values()}.values() if hasattr(s, "model")]
+        most[low] = 0
+
+        def counting_load(load, low=low, stages=stages):
+            def load_and_count():
+                load()
+                most[low] = max(most[low], sum(s.model is not None for s in stages))  # models resident now
+            return load_and_count
+
+        for stage in stages:
+            stage.load = counting_load(stage.load)
         out = tmp_path / f"low{low}"
         manifest = run_photos(PhotoSource(folder=photos), out, pipe, progress=False)
         assert all(getattr(s, "model", None) is None for s in pipe.stages.values())  # all released at the end
@@ -263,6 +279,31 @@ def test_low_memory_mode_gives_the_same_scenes_and_releases_models(models, tmp_p
     assert results[True].keys() == results[False].keys() and results[True]
     for k in results[True]:
         np.testing.assert_allclose(results[True][k], results[False][k], rtol=1e-5)
+    assert most == {False: 4, True: 1}  # low memory: never two models at once, not even the shared CLIP
+
+
+def test_a_rerun_with_other_perception_settings_is_refused_unless_overwritten(models, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _good_photos(photos, 2, seed=9)
+    tags = tmp_path / "tags.txt"
+    tags.write_text("chair\ntable\ncup\n")
+    out = tmp_path / "out"
+    common = [str(photos), "--out", str(out), "--filter", "none", "--vocabulary", str(tags), "--embedder", "none",
+              "--captioner", "label", "--segmenter", "box", "--detector", "owlv2", "--detector-model",
+              str(models["owl"]), "--depth-model", str(models["da"])]
+    assert _run(*common, "--score-threshold", "0") == 0
+    record = json.loads((out / "perception" / "config.json").read_text())
+    assert record["settings"]["stages"]["detector"]["options"]["score_threshold"] == 0.0
+    capsys.readouterr()
+    assert _run(*common, "--score-threshold", "0.5") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another perception config" in err[0] and "--overwrite" in err[0]
+    assert "score_threshold 0.0 -> 0.5" in err[0] and "stages.detector.options.score_threshold 0.0 -> 0.5" in err[0]
+    assert _run(*common, "--score-threshold", "0", "--batch-size", "1", "--low-memory") == 0  # same outputs: resumes
+    assert json.loads((out / "manifest.json").read_text())["perception"]["resumed"] == 2
+    assert _run(*common, "--score-threshold", "0.5", "--overwrite") == 0
+    record = json.loads((out / "perception" / "config.json").read_text())
+    assert record["settings"]["stages"]["detector"]["options"]["score_threshold"] == 0.5
 
 
 def test_bad_perception_config_is_one_clear_line(tmp_path, capsys):
@@ -276,7 +317,7 @@ def test_bad_perception_config_is_one_clear_line(tmp_path, capsys):
     bad.write_text("[detector\n")
     assert _run(str(photos), "--out", str(tmp_path / "o"), "--perception-config", str(bad)) == 2
     assert "not valid TOML" in capsys.readouterr().err
-    assert _run(str(photos), "--out", str(tmp_path / "o"), "--detector", "yolo") == 2
-    assert "unknown detector backend 'yolo'" in capsys.readouterr().err
+    assert _run(str(photos), "--out", str(tmp_path / "o"), "--detector", "yolo") == 2  # checked when parsing
+    assert "argument --detector: invalid choice: 'yolo'" in capsys.readouterr().err
     assert _run(str(photos), "--out", str(tmp_path / "o"), "--filter", "none", "--keep-labels", "a room") == 2
     assert "--filter clip" in capsys.readouterr().err

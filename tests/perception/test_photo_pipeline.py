@@ -97,7 +97,11 @@ class OracleSegmenter:
         return out
 
 
+VOCABULARY = ("box", "chair", "table", "lamp")  # no tagger (filter none): every photo is prompted with all of them
+
+
 def _pipeline(oracle: Oracle, **cfg) -> PerceptionPipeline:
+    cfg.setdefault("vocabulary", VOCABULARY)
     config = PerceptionConfig(filter=StageSpec("none"), embedder=StageSpec("none"), captioner=StageSpec("label"),
                               segmenter=StageSpec("oracle"), detector=StageSpec("oracle"), depth=StageSpec("oracle"),
                               score_threshold=0.0, min_area_frac=0.0, max_objects=64, min_mask_pixels=1, **cfg)
@@ -392,7 +396,7 @@ def test_wrong_caption_count_is_one_images_failure(tmp_path):
     pipe.stages["captioner"] = Short()
     m = run_photos(PhotoSource(folder=photos), tmp_path / "out", pipe, GenerateConfig(), progress=False)
     fail = next(f for f in m["perception"]["failures"] if f["image_id"] == "a_rgb")
-    assert fail["reason"] == "bad_model_output" and "captions for" in fail["message"]
+    assert fail["reason"] == "bad_model_output" and "returned 1 caption for 2 boxes" in fail["message"]
     assert m["perception"]["ok"] == 3
 
 
@@ -403,3 +407,166 @@ def test_image_ids_are_unique_even_when_names_collide(tmp_path):
         Image.new("RGB", (40, 40)).save(tmp_path / name, format="PNG")
     ids = [i for i, _ in list_image_files(tmp_path)]
     assert len(set(ids)) == 6 and "y" in ids
+
+
+# ----------------------------------------------------------------------------- issue 8
+class Resident:
+    """Which models are loaded, and which were loaded while each stage ran."""
+
+    def __init__(self) -> None:
+        self.loaded: set[str] = set()
+        self.during: list[tuple[str, frozenset[str]]] = []
+
+
+class Tracked:
+    """A stage whose ``load``/``unload`` are recorded in ``Resident`` (one model per object, like CLIP's
+    filter and caption embedder sharing one)."""
+
+    def __init__(self, inner, label: str, resident: Resident) -> None:
+        self.inner, self.label, self.resident = inner, label, resident
+        self.name, self.model_id = getattr(inner, "name", label), label
+
+    def load(self):
+        self.inner.load()
+        self.resident.loaded.add(self.label)
+
+    def unload(self):
+        self.inner.unload()
+        self.resident.loaded.discard(self.label)
+
+    def _run(self, fn, *args):
+        assert self.label in self.resident.loaded, f"{self.label} ran without being loaded"
+        self.resident.during.append((self.label, frozenset(self.resident.loaded)))
+        return fn(*args)
+
+    def __call__(self, *args, **kwargs):
+        return self._run(lambda: self.inner(*args, **kwargs))
+
+    def tags(self, *args):
+        return self._run(self.inner.tags, *args)
+
+    def embed_text(self, texts):
+        return self._run(self.inner.embed_text, texts)
+
+
+class WordVectors(KeepAllFilter):
+    """A filter and caption embedder in one object (as one CLIP serves both): one-hot word vectors."""
+
+    name = "clip-like"
+
+    def embed_text(self, texts):
+        words = sorted({w for t in texts for w in t.split()}) or ["-"]
+        return np.array([[float(w in t.split()) for w in words] for t in texts], np.float32).reshape(len(texts), -1)
+
+
+def _tracked_pipeline(oracle: Oracle, resident: Resident, **cfg) -> PerceptionPipeline:
+    pipe = _pipeline(oracle, **cfg)
+    shared = Tracked(WordVectors(), "clip", resident)
+    st = pipe.stages
+    st.update(filter=shared, embedder=shared, detector=Tracked(st["detector"], "detector", resident),
+              captioner=Tracked(st["captioner"], "captioner", resident),
+              segmenter=Tracked(st["segmenter"], "segmenter", resident), depth=Tracked(st["depth"], "depth", resident))
+    return pipe
+
+
+def _outputs(out) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "scenes").rglob("*")) if p.is_file()}
+
+
+def test_low_memory_keeps_one_model_resident_at_a_time_with_the_same_results(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+    outputs, during = {}, {}
+    for low in (False, True):
+        resident = Resident()
+        pipe = _tracked_pipeline(oracle, resident, batch_size=2, low_memory=low)
+        run_photos(PhotoSource(folder=photos), tmp_path / f"out{low}", pipe, GenerateConfig(), progress=False)
+        outputs[low], during[low] = _outputs(tmp_path / f"out{low}"), resident.during
+        assert not resident.loaded  # everything released at the end
+    assert max(len(models) for _, models in during[False]) > 1  # the normal mode keeps models loaded
+    # low memory: while any stage runs, its model is the only one loaded (CLIP is reloaded for the captions)
+    assert during[True] and all(models == {stage} for stage, models in during[True]), during[True]
+    assert [stage for stage, _ in during[True]][:7] == ["clip", "clip", "detector", "captioner", "segmenter",
+                                                        "depth", "clip"]
+    assert outputs[True] == outputs[False] and len(outputs[True]) >= 4 * 8
+
+
+def test_a_rerun_with_another_perception_config_is_refused_saying_what_changed(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+    out = tmp_path / "out"
+    run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
+    records = {p.name: p.read_bytes() for p in (out / "perception" / "items").iterdir()}
+    calls = oracle.calls
+    for changes, says in (({"iou_threshold": 0.3}, "iou_threshold 0.5 -> 0.3"),
+                          ({"vocabulary": ("box", "chair", "mug")}, "vocabulary: 1 entry added (mug), 2 entries "
+                                                                    "removed (table, lamp)"),
+                          ({"ambiguity": "drop"}, "ambiguity 'group' -> 'drop'"),
+                          ({"focal_length_px": 300.0}, "focal_length_px None -> 300.0")):
+        with pytest.raises(SpatialForgeError) as exc:
+            run_photos(PhotoSource(folder=photos), out, _pipeline(oracle, **changes), GenerateConfig(), progress=False)
+        msg = str(exc.value)
+        assert "\n" not in msg and str(out) in msg and says in msg and "--overwrite" in msg, msg
+    assert oracle.calls == calls  # nothing was detected again
+    assert {p.name: p.read_bytes() for p in (out / "perception" / "items").iterdir()} == records
+    # device, batch size and low memory change no output: the run resumes
+    m = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle, batch_size=1, low_memory=True, device="cpu"),
+                   GenerateConfig(), progress=False)
+    assert m["perception"]["resumed"] == 7 and oracle.calls == calls
+    # records without the config they were made with (an older spatialforge) are refused too
+    (out / "perception" / "config.json").unlink()
+    with pytest.raises(SpatialForgeError, match="holds perception records but not the perception config"):
+        run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
+
+
+def _one_photo(tmp_path, captions: dict[int, str]) -> tuple[Oracle, object]:
+    oracle = Oracle()
+    img = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    inst = np.zeros((H, W), np.int32)
+    for k in captions:
+        inst[10:40, 10 + 35 * (k - 1):35 + 35 * (k - 1)] = k
+    oracle.add(img, inst, captions, np.full((H, W), 2.0, np.float32), hfov=60.0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(img).save(photos / "p.png")
+    return oracle, photos
+
+
+@pytest.mark.parametrize("captions, kept", [
+    ({1: "cup", 2: "cup", 3: "chair"}, ["chair"]),  # the same caption
+    ({1: "red cup", 2: "cup", 3: "lamp"}, ["lamp"]),  # one caption's words inside the other's
+    ({1: "red cup", 2: "blue cup", 3: "The Lamp"}, ["The Lamp"]),  # the same head noun
+])
+def test_drop_ambiguous_drops_colliding_captions_without_an_embedder(tmp_path, captions, kept):
+    oracle, photos = _one_photo(tmp_path, captions)
+    out = tmp_path / "out"
+    run_photos(PhotoSource(folder=photos), out, _pipeline(oracle, ambiguity="drop"), GenerateConfig(), progress=False)
+    objects = json.loads((out / "scenes" / "p" / "objects.json").read_text())
+    assert [o["caption"] for o in objects] == kept
+    dets = json.loads((out / "scenes" / "p" / "detections.json").read_text())
+    assert [d["dropped_as_ambiguous"] for d in dets] == [c not in kept for c in captions.values()]
+    assert dets[0]["ambiguity_group"] == dets[1]["ambiguity_group"] == 0 and dets[2]["ambiguity_group"] is None
+    # grouping (the default) keeps them all for the QA engine, which names them by position
+    run_photos(PhotoSource(folder=photos), tmp_path / "grouped", _pipeline(oracle), GenerateConfig(), progress=False)
+    grouped = json.loads((tmp_path / "grouped" / "scenes" / "p" / "objects.json").read_text())
+    assert [o["caption"] for o in grouped] == list(captions.values())
+
+
+def test_the_report_counts_each_photo_once_per_stage(tmp_path):
+    oracle, photos, _ = _photo_dir(tmp_path)
+    m = run_photos(PhotoSource(folder=photos), tmp_path / "out", _pipeline(oracle, batch_size=3), GenerateConfig(),
+                   progress=False)
+    stages = m["perception"]["stages"]
+    assert m["perception"]["ok"] == 4  # 4 readable photos, each kept, tagged, detected, ...
+    assert {s: stages[s]["images"] for s in stages} == {"filter": 4, "detector": 4, "captioner": 4, "segmenter": 4,
+                                                         "depth": 4, "embedder": 4}
+
+
+def test_no_scene_at_all_is_a_failed_run_saying_why_in_words(tmp_path):
+    from spatialforge.errors import RunFailedError
+
+    oracle = Oracle()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(photos / "tiny.png")
+    with pytest.raises(RunFailedError, match=r"no image became a scene: 1 image, 0 filtered out, 1 failed "
+                                             r"\(too_small 1\)"):
+        run_photos(PhotoSource(folder=photos), tmp_path / "out", _pipeline(oracle), GenerateConfig(), progress=False)

@@ -1,60 +1,98 @@
-"""``spatialforge generate`` on photos: the perception options and the perception config they make."""
+"""``spatialforge generate`` on photos: the perception options and the perception config they make.
+
+Every value is checked when the command line is parsed (``argument --batch-size: must be an
+integer >= 1, got '0'``); :func:`perception_config` then merges the flags over the
+``--perception-config`` file (or the defaults) and checks the result as a whole, naming the flag a
+problem comes from, before anything is written or loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from spatialforge.errors import SpatialForgeError
+from spatialforge.cli.options import DEVICE_HELP, DTYPES, comma_list, device, fraction, int_at_least, number_at_least
+from spatialforge.errors import ConfigError
 
 __all__ = ["add_photo_options", "is_photo_folder", "perception_config"]
 
+_FROM_FILE = "or the --perception-config file's"
+# flags that set a stage's backend options: stage -> {option: flag}
+_OPTION_FLAGS = {"filter": {"keep_labels": "--keep-labels", "drop_labels": "--drop-labels",
+                            "threshold": "--filter-threshold"},
+                 "detector": {"text_threshold": "--text-threshold"}}
 
-def _split(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+def _hfov(text: str) -> float | str:
+    """An argparse type: degrees from 10 to 150, or ``none``."""
+    if text.strip().lower() == "none":
+        return "none"
+    return number_at_least(10.0, high=150.0)(text)
+
+
+_hfov.__name__ = "degrees"
 
 
 def add_photo_options(p: argparse.ArgumentParser) -> None:
     """The photo-path options of ``generate`` (perception stages)."""
+    from spatialforge.perception.backends import BACKENDS, DEFAULT_MODELS
+    from spatialforge.perception.config import PerceptionConfig
+
+    defaults = PerceptionConfig()
     g = p.add_argument_group("photos (perception stages; need `pip install 'spatialforge[models]'`)")
-    g.add_argument("--hf-dataset", default=None, help="a Hugging Face dataset name or local path instead of a folder")
-    g.add_argument("--split", default="train")
-    g.add_argument("--image-column", default="image")
-    g.add_argument("--limit", type=int, default=None, help="process at most N images")
+    g.add_argument("--hf-dataset", default=None,
+                   help="a Hugging Face dataset name or local path to read photos from (default: none, the photos "
+                        "of the folder argument)")
+    g.add_argument("--split", default="train", help="the dataset split to read (with --hf-dataset)")
+    g.add_argument("--image-column", default="image", help="the dataset column that holds the photos")
+    g.add_argument("--limit", type=int_at_least(1), default=None, help="process at most N photos (default: all)")
     g.add_argument("--perception-config", type=Path, default=None,
-                   help="a .toml or .json perception config (backends, model ids, options); flags override it")
-    for stage, default, choices in (("filter", "clip", "clip, none"),
-                                    ("detector", "grounding-dino", "grounding-dino, owlv2"),
-                                    ("captioner", "florence2", "florence2, label"),
-                                    ("segmenter", "sam2", "sam2, sam, box"),
-                                    ("depth", "depth-anything-v2", "depth-anything-v2, depth-pro"),
-                                    ("embedder", "clip", "clip, none")):
-        g.add_argument(f"--{stage}", default=None, help=f"{stage} backend: {choices} (default {default})")
-        g.add_argument(f"--{stage}-model", default=None, help=f"model id or local folder for the {stage}")
-    g.add_argument("--keep-labels", default=None,
+                   help="a .toml or .json perception config (backends, model ids, options; see docs/photos.md); "
+                        "flags override it (default: the built-in settings)")
+    for stage in ("filter", "detector", "captioner", "segmenter", "depth", "embedder"):
+        backend = getattr(defaults, stage).backend
+        model = ("the CLIP filter's model, else " if stage == "embedder" else "the backend's own, ") + \
+            f"{DEFAULT_MODELS[backend]} for {backend}"
+        g.add_argument(f"--{stage}", default=None, choices=tuple(BACKENDS[stage]),
+                       help=f"{stage} backend (default: {backend}, {_FROM_FILE})")
+        g.add_argument(f"--{stage}-model", default=None,
+                       help=f"model id or local folder for the {stage} (default: {model}; {_FROM_FILE})")
+    g.add_argument("--keep-labels", type=comma_list, default=None,
                    help="filter: comma-separated CLIP prompts of photos to keep (default: indoor/outdoor scenes)")
-    g.add_argument("--drop-labels", default=None,
+    g.add_argument("--drop-labels", type=comma_list, default=None,
                    help="filter: comma-separated CLIP prompts of photos to drop (default: close-ups, drawings, ...)")
-    g.add_argument("--filter-threshold", type=float, default=None,
-                   help="filter: keep a photo when the keep labels' probability mass is at least this (default 0.5)")
-    g.add_argument("--device", default=None, help="auto, cpu, cuda[:N] or mps (default auto)")
-    g.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"), help="default float32")
-    g.add_argument("--low-memory", action="store_true", help="load one model at a time and release it after use")
-    g.add_argument("--batch-size", type=int, default=None, help="images per model call (default 8)")
-    g.add_argument("--focal-length", type=float, default=None, help="focal length in pixels for every photo")
-    g.add_argument("--assume-hfov", default=None,
-                   help="horizontal FOV (deg) assumed when neither the user, EXIF nor the depth model gives "
-                        "intrinsics; 'none' rejects such photos (default 60)")
-    g.add_argument("--score-threshold", type=float, default=None,
-                   help="detection score threshold (default: the detector's own, Grounding DINO 0.3, OWLv2 0.2)")
-    g.add_argument("--caption-similarity", type=float, default=None,
-                   help="CLIP text cosine above which two captions count as the same thing (default 0.92)")
+    g.add_argument("--filter-threshold", type=fraction, default=None,
+                   help="filter: keep a photo when the keep labels' probability mass is at least this, from 0 to 1; "
+                        f"0 keeps every photo and still picks its detection prompts (default: 0.5, {_FROM_FILE})")
+    g.add_argument("--device", type=device, default=None, help=f"{DEVICE_HELP} (default: auto, {_FROM_FILE})")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
+                   help=f"model precision (default: float32, {_FROM_FILE})")
+    g.add_argument("--low-memory", action="store_true",
+                   help="keep one model in memory at a time: each is released after its stage")
+    g.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help=f"photos per model call (default: 8, {_FROM_FILE})")
+    g.add_argument("--focal-length", type=number_at_least(0.0, strict=True), default=None,
+                   help="focal length in pixels for every photo (default: EXIF, else the depth model's, else "
+                        "--assume-hfov)")
+    g.add_argument("--assume-hfov", type=_hfov, default=None,
+                   help="horizontal FOV in degrees (10 to 150) assumed when neither the user, EXIF nor the depth "
+                        f"model gives intrinsics; 'none' rejects such photos (default: 60, {_FROM_FILE})")
+    g.add_argument("--score-threshold", type=fraction, default=None,
+                   help="detection score threshold from 0 to 1; for Grounding DINO both its box and text "
+                        "threshold (default: the detector's own, Grounding DINO 0.3 / text 0.25, OWLv2 0.2)")
+    g.add_argument("--text-threshold", type=fraction, default=None,
+                   help="Grounding DINO: the matched prompt's token probability a box needs, from 0 to 1 "
+                        "(default: --score-threshold when given, else 0.25)")
+    g.add_argument("--caption-similarity", type=fraction, default=None,
+                   help="CLIP text cosine from 0 to 1 at or above which two captions name the same thing "
+                        f"(default: 0.92, {_FROM_FILE})")
     g.add_argument("--drop-ambiguous", action="store_true",
-                   help="drop near-duplicate captions instead of disambiguating them spatially")
-    g.add_argument("--vocabulary", type=Path, default=None, help="text file of detection tags, one per line")
+                   help="drop objects whose captions collide (CLIP-similar, or the same name for the QA engine) "
+                        "instead of telling them apart by position")
+    g.add_argument("--vocabulary", type=Path, default=None,
+                   help="text file of detection tags, one per line (default: the built-in ~150 tags)")
 
 
 def is_photo_folder(folder: Path) -> bool:
@@ -67,44 +105,69 @@ def is_photo_folder(folder: Path) -> bool:
     return not has_scenes and bool(list_image_files(folder))
 
 
-def perception_config(args):
-    """The perception config: the file given (or the defaults), then every flag given on top."""
+def _read_vocabulary(path: Path) -> tuple[str, ...]:
+    try:
+        vocab = tuple(w.strip() for w in path.read_text().splitlines() if w.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--vocabulary {path}: cannot read the vocabulary ({exc})") from None
+    if not vocab:
+        raise ConfigError(f"--vocabulary {path}: the vocabulary file has no tags")
+    return vocab
+
+
+def perception_config(args: argparse.Namespace) -> Any:
+    """The perception config: the file given (or the defaults), then every flag given on top.
+
+    The result is checked as a whole, and every stage is built (which loads nothing), so every
+    option value is checked before the command writes anything; an error names the flag it comes
+    from (or the config file).
+    """
+    from spatialforge.perception.backends import NO_MODEL_BACKENDS
     from spatialforge.perception.config import STAGES, PerceptionConfig, StageSpec, load_perception_config
 
+    source = f"--perception-config {args.perception_config}" if args.perception_config else "the built-in settings"
     base = load_perception_config(args.perception_config) if args.perception_config else PerceptionConfig()
-    changes: dict = {}
+    changes: dict[str, Any] = {}
+    flagged: dict[str, list[str]] = {s: [] for s in STAGES}  # the flags that changed each stage
     for s in STAGES:
         spec, backend, model = getattr(base, s), getattr(args, s), getattr(args, f"{s}_model")
-        if backend is not None and backend != spec.backend:
-            spec = StageSpec(backend)  # another backend: the old one's model id and options do not apply
+        if backend is not None:
+            flagged[s].append(f"--{s} {backend}")
+            if backend != spec.backend:
+                spec = StageSpec(backend)  # another backend: the old one's model id and options do not apply
         if model is not None:
+            if spec.backend in NO_MODEL_BACKENDS:
+                raise ConfigError(f"--{s}-model: the {s} backend {spec.backend!r} loads no model "
+                                  f"(give another --{s}, or no --{s}-model)")
+            flagged[s].append(f"--{s}-model")
             spec = StageSpec(spec.backend, model, spec.options)
         changes[s] = spec
-    filter_opts = {"keep_labels": list(_split(args.keep_labels) or ()) or None,
-                   "drop_labels": list(_split(args.drop_labels) or ()) or None,
-                   "threshold": args.filter_threshold}
-    filter_opts = {k: v for k, v in filter_opts.items() if v is not None}
-    if filter_opts:
-        if changes["filter"].backend != "clip":
-            raise SpatialForgeError("--keep-labels, --drop-labels and --filter-threshold need --filter clip")
-        f = changes["filter"]
-        changes["filter"] = StageSpec(f.backend, f.model_id, {**f.options, **filter_opts})
+    options = {"filter": {"keep_labels": None if args.keep_labels is None else list(args.keep_labels),
+                          "drop_labels": None if args.drop_labels is None else list(args.drop_labels),
+                          "threshold": args.filter_threshold},
+               "detector": {"text_threshold": args.text_threshold}}
+    for s, needs in (("filter", "clip"), ("detector", "grounding-dino")):
+        given = {k: v for k, v in options[s].items() if v is not None}
+        if not given:
+            continue
+        flags = [_OPTION_FLAGS[s][k] for k in given]
+        if changes[s].backend != needs:
+            raise ConfigError(f"{', '.join(flags)} {'needs' if len(flags) == 1 else 'need'} --{s} {needs} "
+                              f"(the {s} is {changes[s].backend!r})")
+        flagged[s] += flags
+        changes[s] = StageSpec(changes[s].backend, changes[s].model_id, {**changes[s].options, **given})
     if args.vocabulary is not None:
-        try:
-            vocab = tuple(w.strip() for w in args.vocabulary.read_text().splitlines() if w.strip())
-        except OSError as exc:
-            raise SpatialForgeError(f"{args.vocabulary}: cannot read vocabulary ({exc})") from exc
-        if not vocab:
-            raise SpatialForgeError(f"{args.vocabulary}: the vocabulary file has no tags")
-        changes["vocabulary"] = vocab
+        changes["vocabulary"] = _read_vocabulary(args.vocabulary)
+    vocab = changes.get("vocabulary", base.vocabulary)
+    if changes["filter"].backend == "none" and len(set(vocab)) > base.tags_per_image:
+        where = "--filter none" if args.filter == "none" else f"filter 'none' ({source})"
+        raise ConfigError(
+            f"{where} has no tagger, so every photo would get the whole vocabulary of {len(set(vocab))} tags as "
+            f"detection prompts (at most {base.tags_per_image} per photo): give a --vocabulary file of at most "
+            f"{base.tags_per_image} tags, or keep every photo with --filter clip --filter-threshold 0 (CLIP then "
+            f"still picks each photo's tags)")
     if args.assume_hfov is not None:
-        if str(args.assume_hfov).lower() == "none":
-            changes["assumed_hfov_deg"] = None
-        else:
-            try:
-                changes["assumed_hfov_deg"] = float(args.assume_hfov)
-            except ValueError:
-                raise SpatialForgeError(f"--assume-hfov must be degrees or 'none', got {args.assume_hfov!r}") from None
+        changes["assumed_hfov_deg"] = None if args.assume_hfov == "none" else args.assume_hfov
     if args.low_memory:
         changes["low_memory"] = True
     if args.drop_ambiguous:
@@ -114,4 +177,12 @@ def perception_config(args):
             changes[key] = getattr(args, key)
     if args.focal_length is not None:
         changes["focal_length_px"] = args.focal_length
-    return replace(base, **changes)
+    try:
+        config = replace(base, **changes)
+        config.check()  # builds every stage (which checks its options), loads nothing
+    except ConfigError as exc:
+        text = str(exc)
+        stage = next((s for s in STAGES if text.startswith(f"[{s}]")), None)
+        culprits = flagged[stage] if stage is not None and flagged[stage] else [source]
+        raise ConfigError(f"{', '.join(culprits)}: {text}") from None
+    return config

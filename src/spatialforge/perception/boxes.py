@@ -14,12 +14,12 @@ Boxes are ``(N, 4)`` pixel ``x0, y0, x1, y1`` arrays (``x0 <= x1``, ``y0 <= y1``
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 
+from spatialforge.perception.checks import check_number, count
 from spatialforge.perception.types import Detections
 
 __all__ = ["box_area", "box_iou", "clip_boxes", "filter_detections", "nms"]
@@ -44,9 +44,7 @@ def _as_boxes(boxes: Any, what: str) -> np.ndarray:
 
 
 def _unit_interval(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
-    return float(value)
+    return check_number(value, what, low=0.0, high=1.0, error=ValueError)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -76,7 +74,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """(N, 4) float64 boxes clipped to the image: ``0 <= x <= width``, ``0 <= y <= height``."""
+    """(N, 4) float64 boxes clipped to the image: ``0 <= x <= width``, ``0 <= y <= height``.
+
+    The one box clipper of the perception path: the detectors clip their outputs and the
+    segmenters their box prompts with it. ``ValueError`` for non-finite coordinates.
+    """
     b = _as_boxes(boxes, "boxes").copy()
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0.0, float(width))
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0.0, float(height))
@@ -94,7 +96,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     b = _as_boxes(boxes, "boxes")
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(s) != len(b):
-        raise ValueError(f"nms: {len(b)} boxes but {len(s)} scores")
+        raise ValueError(f"nms: {count(len(b), 'box', 'boxes')} but {count(len(s), 'score')}")
     if not np.all(np.isfinite(s)):
         raise ValueError("nms: scores must be finite")
     thr = _unit_interval(iou_threshold, "iou_threshold")
@@ -136,9 +138,7 @@ def filter_detections(det: Detections, width: int, height: int, *, score_thresho
     for name, v in (("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1 (pixels), got {v!r}")
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, Real) \
-            or not math.isfinite(score_threshold):
-        raise ValueError(f"score_threshold must be a finite number, got {score_threshold!r}")
+    check_number(score_threshold, "score_threshold", error=ValueError)
     iou_thr = _unit_interval(iou_threshold, "iou_threshold")
     lo = _unit_interval(min_area_frac, "min_area_frac")
     hi = _unit_interval(max_area_frac, "max_area_frac")

@@ -1,7 +1,23 @@
-"""Configuration of the perception path (backends, model ids, thresholds)."""
+"""Configuration of the perception path (backends, model ids, thresholds).
+
+A :class:`PerceptionConfig` is checked when it is made: values, and the option names of every
+registered backend (an option a backend does not declare is a :class:`ConfigError` naming it,
+the stage, the backend and the known options). :meth:`PerceptionConfig.check_backends` also
+refuses backend names that are not registered (a config file or the command line may only name
+registered ones; from Python, any object can be injected as a stage).
+
+:meth:`PerceptionConfig.stage_spec` gives what each stage really runs with: the caption embedder
+inherits the filter's CLIP model id unless it names its own, and ``score_threshold`` reaches the
+detector's own threshold options (Grounding DINO: box and text threshold) unless those are set.
+:meth:`PerceptionConfig.output_settings` holds everything that changes the outputs (not the
+device, batch sizes or the low-memory mode); its :meth:`~PerceptionConfig.fingerprint` is stored
+in the output folder so that a rerun with other settings is refused instead of mixing models.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -9,12 +25,26 @@ from typing import Any
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
 from spatialforge.io.sectioned_config import coerce_value
+from spatialforge.perception.backends import (
+    BACKENDS,
+    DEFAULT_MODELS,
+    NO_MODEL_BACKENDS,
+    backend_options,
+    check_stage,
+    tuning_options,
+)
+from spatialforge.perception.checks import check_number, count
 from spatialforge.perception.image_io import ImageLimits
 from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
 
-__all__ = ["STAGES", "PerceptionConfig", "StageSpec", "load_perception_config"]
+__all__ = ["DETECTOR_THRESHOLD", "STAGES", "PerceptionConfig", "StageSpec", "describe_changes",
+           "load_perception_config"]
 
 STAGES = ("filter", "embedder", "detector", "captioner", "segmenter", "depth")
+
+#: The options through which ``PerceptionConfig.score_threshold`` reaches each detector (its own options win).
+DETECTOR_THRESHOLD: dict[str, tuple[str, ...]] = {"grounding-dino": ("box_threshold", "text_threshold"),
+                                                  "owlv2": ("score_threshold",)}
 
 
 @dataclass(frozen=True)
@@ -75,31 +105,129 @@ class PerceptionConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.tags_per_image < 1:
-            raise ConfigError(f"tags_per_image must be >= 1, got {self.tags_per_image}")
-        for name in ("score_threshold", "iou_threshold", "caption_similarity"):
-            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.min_area_frac < self.max_area_frac <= 1.0:
-            raise ConfigError("need 0 <= min_area_frac < max_area_frac <= 1")
-        if self.ambiguity not in ("group", "drop"):
-            raise ConfigError(f"ambiguity must be 'group' or 'drop', got {self.ambiguity!r}")
-        if self.focal_length_px is not None and self.focal_length_px <= 0:
-            raise ConfigError(f"focal length must be > 0 pixels, got {self.focal_length_px}")
-        if self.assumed_hfov_deg is not None and not 10.0 <= self.assumed_hfov_deg <= 150.0:
-            raise ConfigError(f"assumed_hfov_deg must be within 10..150 degrees, got {self.assumed_hfov_deg}")
-        if not self.vocabulary:
-            raise ConfigError("the tag vocabulary is empty")
-        for name in ("max_objects", "min_mask_pixels"):
+        for name in ("batch_size", "tags_per_image", "max_objects", "min_mask_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("score_threshold", "iou_threshold", "caption_similarity"):
+            if getattr(self, name) is not None:
+                check_number(getattr(self, name), name, low=0.0, high=1.0)
+        check_number(self.min_area_frac, "min_area_frac", low=0.0, high=1.0)
+        check_number(self.max_area_frac, "max_area_frac", low=0.0, high=1.0)
+        if not self.min_area_frac < self.max_area_frac:
+            raise ConfigError(f"min_area_frac ({self.min_area_frac}) must be below max_area_frac "
+                              f"({self.max_area_frac})")
+        if self.ambiguity not in ("group", "drop"):
+            raise ConfigError(f"ambiguity must be 'group' or 'drop', got {self.ambiguity!r}")
+        if self.focal_length_px is not None:
+            check_number(self.focal_length_px, "focal_length_px", low=0.0, strict_low=True, note=" (pixels)")
+        if self.assumed_hfov_deg is not None:
+            check_number(self.assumed_hfov_deg, "assumed_hfov_deg", low=10.0, high=150.0, note=" (degrees)")
+        for kind in STAGES:  # option names of registered backends, before anything is built
+            spec = getattr(self, kind)
+            if spec.backend in BACKENDS[kind]:
+                try:
+                    check_stage(kind, spec.backend, spec.options, spec.model_id)
+                except ConfigError as exc:
+                    raise ConfigError(f"[{kind}]: {exc}") from None
+        object.__setattr__(self, "vocabulary", tuple(dict.fromkeys(self.vocabulary)))  # repeats count once
+        if not self.vocabulary:
+            raise ConfigError("the tag vocabulary is empty")
+        if self.filter.backend == "none" and len(self.vocabulary) > self.tags_per_image:
+            raise ConfigError(
+                f"filter 'none' has no tagger, so every photo would be sent to the detector with the whole "
+                f"vocabulary ({count(len(self.vocabulary), 'tag')}, more than tags_per_image {self.tags_per_image}): "
+                f"give a vocabulary of at most {self.tags_per_image} tags, or keep every photo with the CLIP "
+                f"filter and threshold 0, which still picks each photo's tags")
+
+    def check_backends(self) -> None:
+        """``ConfigError`` unless every stage names a registered backend (option names are checked already)."""
+        for kind in STAGES:
+            backend = getattr(self, kind).backend
+            if backend not in BACKENDS[kind]:
+                raise ConfigError(f"[{kind}]: unknown {kind} backend {backend!r} "
+                                  f"(known: {', '.join(BACKENDS[kind])})")
+
+    def stage_kwargs(self, kind: str) -> dict[str, Any]:
+        """The keyword arguments backend ``stage_spec(kind).backend`` is built with."""
+        spec = self.stage_spec(kind)
+        kwargs = dict(spec.options)
+        if spec.backend not in NO_MODEL_BACKENDS:
+            kwargs.update(model_id=spec.model_id, device=self.device, dtype=self.dtype)
+        return kwargs
+
+    def check(self) -> None:
+        """Check everything without loading a model: every backend is registered and every option value
+        is accepted by its backend (each stage is built, which only stores settings, and dropped).
+        ``ConfigError`` starting with ``[stage]:`` otherwise."""
+        from spatialforge.perception.backends import build_stage
+
+        self.check_backends()
+        for kind in STAGES:
+            try:
+                build_stage(kind, self.stage_spec(kind).backend, **self.stage_kwargs(kind))
+            except ConfigError as exc:
+                raise ConfigError(f"[{kind}]: {exc}") from None
+
+    # ------------------------------------------------------------------ what runs
+    def stage_spec(self, kind: str) -> StageSpec:
+        """The spec stage ``kind`` runs with.
+
+        * ``embedder``: a CLIP embedder without a model id of its own uses the CLIP filter's model
+          (one model then serves both; ``--filter-model X`` alone loads no second CLIP);
+        * ``detector``: ``score_threshold``, when set, becomes the detector's threshold options
+          (:data:`DETECTOR_THRESHOLD`: Grounding DINO's box *and* text threshold, so a low score
+          threshold is not cut at the text threshold's default 0.25), unless the detector's own
+          options set them.
+        """
+        if kind not in STAGES:
+            raise ConfigError(f"unknown stage {kind!r} (known: {', '.join(STAGES)})")
+        spec = getattr(self, kind)
+        if (kind == "embedder" and spec.backend == "clip" and spec.model_id is None
+                and self.filter.backend == "clip"):
+            return StageSpec(spec.backend, self.filter.model_id, dict(spec.options))
+        if kind == "detector" and self.score_threshold is not None and spec.backend in DETECTOR_THRESHOLD:
+            defaults = {name: self.score_threshold for name in DETECTOR_THRESHOLD[spec.backend]}
+            return StageSpec(spec.backend, spec.model_id, {**defaults, **spec.options})
+        return StageSpec(spec.backend, spec.model_id, dict(spec.options))
+
+    def output_settings(self) -> dict[str, Any]:
+        """Everything that changes what the perception stages write, as plain JSON values.
+
+        Per stage: the backend, the model id (the backend's default when none is given) and every
+        option the backend declares (its default when not given), except the options that change
+        speed or memory only (batch sizes). Not included: ``device``, ``batch_size`` and
+        ``low_memory``.
+        """
+        stages: dict[str, Any] = {}
+        for kind in STAGES:
+            spec = self.stage_spec(kind)
+            if spec.backend in BACKENDS[kind]:
+                skip = tuning_options(kind, spec.backend)
+                options = {k: spec.options.get(k, default) for k, default in backend_options(kind, spec.backend).items()
+                           if k not in skip}
+                model = None if spec.backend in NO_MODEL_BACKENDS else spec.model_id or DEFAULT_MODELS.get(spec.backend)
+            else:  # an injected stage: what the config says about it
+                options, model = dict(spec.options), spec.model_id
+            stages[kind] = {"backend": spec.backend, "model_id": model, "options": options}
+        settings = {"stages": stages, "dtype": self.dtype, "vocabulary": list(self.vocabulary),
+                    "limits": asdict(self.limits)}
+        for f in fields(self):
+            if f.name not in settings and f.name not in STAGES and f.name not in ("device", "batch_size",
+                                                                                   "low_memory"):
+                settings[f.name] = getattr(self, f.name)
+        return json.loads(json.dumps(settings, sort_keys=True, default=list))  # tuples -> lists
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`output_settings`: equal fingerprints write the same outputs."""
+        blob = json.dumps(self.output_settings(), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["vocabulary"] = f"{len(self.vocabulary)} tags"
+        d["embedder"] = asdict(self.stage_spec("embedder"))
+        d["detector"] = asdict(self.stage_spec("detector"))
+        d["vocabulary"] = count(len(self.vocabulary), "tag")
         return d
 
     @classmethod
@@ -129,9 +257,11 @@ class PerceptionConfig:
                 kwargs[key] = coerce_value(value, types[key], key) if isinstance(value, (str, int, float, bool)) \
                     else value
         try:
-            return cls(**kwargs)
+            config = cls(**kwargs)
+            config.check()
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        return config
 
     def with_overrides(self, **changes: Any) -> PerceptionConfig:
         """A copy with the given fields replaced (None values are ignored)."""
@@ -142,3 +272,42 @@ def load_perception_config(path: str | Path) -> PerceptionConfig:
     """Read a perception config from a ``.toml`` or ``.json`` file (see docs/photos.md)."""
     data = read_config_file(path, "perception config")
     return PerceptionConfig.from_dict(data, source=str(path))
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) and v else f"{prefix}{k}"))
+    return out
+
+
+def _shown(items: list[Any], k: int = 4) -> str:
+    return ", ".join(str(i) for i in items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two :meth:`PerceptionConfig.output_settings`, one short phrase per setting.
+
+    >>> describe_changes({"iou_threshold": 0.5}, {"iou_threshold": 0.4})
+    ['iou_threshold 0.5 -> 0.4']
+    """
+    a, b = _flat(old), _flat(new)
+    # a stage with another backend: its model id and options follow, only the backend is named
+    swapped = {key[: -len("backend")] for key in set(a) | set(b)
+               if key.startswith("stages.") and key.endswith(".backend") and a.get(key) != b.get(key)}
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if x == y or any(key.startswith(p) and not key.endswith(".backend") for p in swapped):
+            continue
+        if isinstance(x, list) and isinstance(y, list):
+            added = [v for v in y if v not in x]
+            removed = [v for v in x if v not in y]
+            parts = ([f"{count(len(added), 'entry', 'entries')} added ({_shown(added)})"] if added else []) + \
+                    ([f"{count(len(removed), 'entry', 'entries')} removed ({_shown(removed)})"] if removed else [])
+            out.append(f"{key}: {', '.join(parts) or 'reordered'}")
+        else:
+            out.append(f"{key} {x!r} -> {y!r}")
+    return out

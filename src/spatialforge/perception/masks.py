@@ -14,10 +14,12 @@ inside the table mask). The 3D stages need every pixel to belong to at most one 
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from scipy import ndimage
+
+from spatialforge.perception.checks import check_number, count
 
 __all__ = ["ORDERS", "clean_instance_mask", "resolve_overlaps"]
 
@@ -71,15 +73,14 @@ def resolve_overlaps(masks: np.ndarray, scores: np.ndarray, boxes: np.ndarray | 
     n, height, width = m.shape
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(s) != n:
-        raise ValueError(f"{n} masks but {len(s)} scores")
+        raise ValueError(f"{count(n, 'mask')} but {count(len(s), 'score')}")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores must be finite")
     if boxes is not None:
-        if isinstance(box_margin, bool) or not isinstance(box_margin, Real) or not box_margin >= 0:
-            raise ValueError(f"box_margin must be a number >= 0, got {box_margin!r}")
+        check_number(box_margin, "box_margin", low=0.0, error=ValueError)
         b = np.asarray(boxes, dtype=np.float64)
         if b.shape != (n, 4):
-            raise ValueError(f"boxes must have shape ({n}, 4) for {n} masks, got {b.shape}")
+            raise ValueError(f"boxes must have shape ({n}, 4) for {count(n, 'mask')}, got {b.shape}")
         if not np.all(np.isfinite(b)):
             raise ValueError("boxes must be finite")
         clipped = np.zeros_like(m)

@@ -7,6 +7,13 @@ image that caused it (recorded with reason ``model_error``). Every image ends wi
 stage and reason), written atomically: a re-run skips recorded images (resume), except those a
 model failed on, which are tried again. A model that cannot load stops the run with one error.
 
+The settings that change the outputs (:meth:`PerceptionConfig.output_settings`) are stored in
+``OUT/perception/config.json`` before the first image; a rerun whose settings differ is refused
+with one line naming what changed (a new ``--out``, or ``--overwrite``, starts again), so one
+folder never mixes the outputs of two configurations. In low-memory mode every model is released
+after its stage, so at most one model is resident at any time (the CLIP shared by the filter and
+the caption embedder is loaded twice per chunk).
+
 Output per kept image: ``OUT/scenes/<image_id>/`` with ``image.png``, ``depth.npy``,
 ``instances.png``, ``camera.json``, ``objects.json`` (the RGB-D scene format, so geometry and QA
 run unchanged) plus the intermediates ``filter.json``, ``detections.json`` and
@@ -27,23 +34,22 @@ import numpy as np
 from tqdm import tqdm
 
 from spatialforge.core.types import ObjectAnnotation, RGBDScene
-from spatialforge.errors import SceneError, SpatialForgeError
+from spatialforge.errors import ConfigError, SceneError, SpatialForgeError
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.scene_folder import save_scene
-from spatialforge.perception.ambiguity import near_duplicate_groups
+from spatialforge.perception.ambiguity import caption_groups, near_duplicate_groups
 from spatialforge.perception.boxes import filter_detections
-from spatialforge.perception.config import PerceptionConfig
+from spatialforge.perception.checks import count
+from spatialforge.perception.config import DETECTOR_THRESHOLD, PerceptionConfig, describe_changes
 from spatialforge.perception.image_io import ItemFailure
 from spatialforge.perception.intrinsics import resolve_intrinsics
 from spatialforge.perception.masks import clean_instance_mask, resolve_overlaps
 from spatialforge.perception.types import Detections, ImageItem
 
-__all__ = ["STAGE_ORDER", "PerceptionPipeline"]
+__all__ = ["CONFIG_RECORD", "DETECTOR_THRESHOLD", "STAGE_ORDER", "PerceptionPipeline"]
 
 STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "embedder")
-
-# the option through which PerceptionConfig.score_threshold reaches each detector (its own option wins)
-DETECTOR_THRESHOLD = {"grounding-dino": "box_threshold", "owlv2": "score_threshold"}
+CONFIG_RECORD = ("perception", "config.json")  # OUT/perception/config.json: the settings the records were made with
 
 
 def _final(record_path: Path) -> bool:
@@ -70,28 +76,32 @@ class PerceptionPipeline:
 
     @classmethod
     def from_config(cls, config: PerceptionConfig) -> PerceptionPipeline:
-        """Build every stage from the registry (nothing is loaded until first use)."""
+        """Build every stage from the registry (nothing is loaded until first use).
+
+        Each stage gets :meth:`PerceptionConfig.stage_spec`; a CLIP embedder with the filter's model
+        id (its own or inherited) and no other text batch size is the filter's CLIP stage itself.
+        """
         from spatialforge.perception.backends import build_stage
 
+        config.check_backends()
         stages: dict[str, Any] = {}
-        for kind, attr in (("filter", "filter"), ("detector", "detector"), ("captioner", "captioner"),
-                           ("segmenter", "segmenter"), ("depth", "depth"), ("embedder", "embedder")):
-            spec = getattr(config, attr)
-            kwargs = dict(spec.options)
-            if spec.backend not in ("none", "label", "box"):
-                kwargs.update(model_id=spec.model_id, device=config.device, dtype=config.dtype)
-            if kind == "detector" and config.score_threshold is not None and spec.backend in DETECTOR_THRESHOLD:
-                kwargs.setdefault(DETECTOR_THRESHOLD[spec.backend], config.score_threshold)
+        for kind in STAGE_ORDER:
+            spec = config.stage_spec(kind)
             shared = stages.get("filter")
             if (kind == "embedder" and spec.backend == "clip" and config.filter.backend == "clip"
-                    and (spec.model_id or None) == (config.filter.model_id or None) and hasattr(shared, "embed_text")):
+                    and spec.model_id == config.filter.model_id and hasattr(shared, "embed_text")
+                    and all(getattr(shared, k, None) == v for k, v in spec.options.items())):
                 stages[kind] = shared  # one CLIP model serves both the filter and the caption embedder
                 continue
-            stages[kind] = build_stage(kind, spec.backend, **kwargs)
+            try:
+                stages[kind] = build_stage(kind, spec.backend, **config.stage_kwargs(kind))
+            except ConfigError as exc:
+                raise ConfigError(f"[{kind}]: {exc}") from None
         return cls(config, stages)
 
     # ------------------------------------------------------------------ stage execution
     def _timed(self, name: str, fn: Callable[[], Any], n: int) -> Any:
+        """Run ``fn`` for ``n`` images of stage ``name``: time, images (``n`` may be 0) and peak memory."""
         torch = sys.modules.get("torch")
         cuda = torch is not None and torch.cuda.is_available()
         if cuda:
@@ -111,16 +121,22 @@ class PerceptionPipeline:
                 self.peak_memory_mb[name] = max(self.peak_memory_mb[name] or 0.0, peak)
 
     def _isolated(self, name: str, items: list[ImageItem], call: Callable[[list[ImageItem]], list[Any]],
-                  failed: dict[str, ItemFailure]) -> list[tuple[ImageItem, Any]]:
-        """Run ``call`` on the batch; if it raises, retry each item alone and record the failures."""
+                  failed: dict[str, ItemFailure], *, counted: bool = True) -> list[tuple[ImageItem, Any]]:
+        """Run ``call`` on the batch; if it raises, retry each item alone and record the failures.
+
+        ``counted=False``: a second pass of the same stage over the same images (the tagging pass of
+        the filter): its time counts for the stage, its images do not count again.
+        """
         if not items:
             return []
         self._load(name)  # a model that cannot load fails the run (not every image): fix it and rerun
         first_error: Exception | None = None
+        per_image = 1 if counted else 0
         try:
-            results = self._timed(name, lambda: call(items), len(items))
+            results = self._timed(name, lambda: call(items), per_image * len(items))
             if len(results) != len(items):
-                raise SpatialForgeError(f"{name} returned {len(results)} results for {len(items)} images")
+                raise SpatialForgeError(f"{name} returned {count(len(results), 'result')} for "
+                                        f"{count(len(items), 'image')}")
             return list(zip(items, results, strict=True))
         except (SpatialForgeError, KeyboardInterrupt):
             raise
@@ -135,7 +151,7 @@ class PerceptionPipeline:
         out = []
         for item in items:
             try:
-                out.append((item, self._timed(name, lambda it=item: call([it]), 1)[0]))
+                out.append((item, self._timed(name, lambda it=item: call([it]), per_image)[0]))
             except (SpatialForgeError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # recorded per image with its reason; the run continues
@@ -153,9 +169,10 @@ class PerceptionPipeline:
             raise SpatialForgeError(f"{name}: cannot load {getattr(stage, 'name', '?')} model "
                                     f"{getattr(stage, 'model_id', '?')!r}: {type(exc).__name__}: {exc}") from exc
 
-    def _release(self) -> None:
+    def _release(self, name: str | None = None) -> None:
+        """Low-memory mode: release stage ``name``'s model (every stage's when None); otherwise nothing."""
         if self.config.low_memory:
-            for stage in self.stages.values():
+            for stage in (self.stages.values() if name is None else (self.stages[name],)):
                 stage.unload()
 
     # ------------------------------------------------------------------ one chunk
@@ -176,11 +193,10 @@ class PerceptionPipeline:
 
         tag_pairs = self._isolated(
             "filter", alive, lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
-            failed)
+            failed, counted=False)
         tags = {it.image_id: t for it, t in tag_pairs}
         alive = [it for it in alive if it.image_id in tags]
-        if cfg.low_memory and st["filter"] is not st["embedder"]:
-            st["filter"].unload()
+        self._release("filter")  # also when it is the embedder's CLIP: it loads again for the captions
 
         det_pairs = self._isolated(
             "detector", alive, lambda b: st["detector"]([i.image for i in b], [tags[i.image_id] for i in b]), failed)
@@ -193,12 +209,11 @@ class PerceptionPipeline:
             if len(d) == 0:
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
                                                   f"{it.source}: no object passed the detection filters "
-                                                  f"({len(raw)} raw boxes)")
+                                                  f"({count(len(raw), 'raw box', 'raw boxes')})")
             else:
                 dets[it.image_id] = d
         alive = [it for it in alive if it.image_id in dets]
-        if cfg.low_memory:
-            st["detector"].unload()
+        self._release("detector")
 
         cap_pairs = self._isolated("captioner", alive,
                                    lambda b: st["captioner"]([i.image for i in b], [dets[i.image_id] for i in b]),
@@ -208,14 +223,13 @@ class PerceptionPipeline:
             d = dets[it.image_id]
             if len(caps) != len(d):
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "captioner", "bad_model_output",
-                                                  f"{it.source}: captioner returned {len(caps)} captions for "
-                                                  f"{len(d)} boxes")
+                                                  f"{it.source}: captioner returned {count(len(caps), 'caption')} "
+                                                  f"for {count(len(d), 'box', 'boxes')}")
                 continue
             cleaned = [" ".join(str(c).split()) or lab for c, lab in zip(caps, d.labels, strict=True)]
             dets[it.image_id] = d.with_captions(cleaned)
             alive.append(it)
-        if cfg.low_memory:
-            st["captioner"].unload()
+        self._release("captioner")
 
         seg_pairs = self._isolated("segmenter", alive,
                                    lambda b: st["segmenter"]([i.image for i in b], [dets[i.image_id].boxes for i in b]),
@@ -226,7 +240,8 @@ class PerceptionPipeline:
             if len(maskset) != len(d) or maskset.masks.shape[1:] != it.image.shape[:2]:
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "model_error",
                                                   f"{it.source}: segmenter returned masks {maskset.masks.shape} for "
-                                                  f"{len(d)} boxes on a {it.size[0]}x{it.size[1]} image")
+                                                  f"{count(len(d), 'box', 'boxes')} on a {it.size[0]}x{it.size[1]} "
+                                                  f"image")
                 continue
             inst = resolve_overlaps(maskset.masks, maskset.scores, d.boxes)
             inst, _dropped = clean_instance_mask(inst, cfg.min_mask_pixels)
@@ -240,8 +255,7 @@ class PerceptionPipeline:
             instances[it.image_id] = relabel[inst]
             dets[it.image_id] = d.select([i - 1 for i in present])
         alive = [it for it in alive if it.image_id in instances]
-        if cfg.low_memory:
-            st["segmenter"].unload()
+        self._release("segmenter")
 
         # a focal length the user gave or EXIF holds makes the depth metric for that camera (Depth Pro rescales)
         depth_pairs = self._isolated(
@@ -250,16 +264,14 @@ class PerceptionPipeline:
                                   focal_lengths_px=[i.focal_length_px if i.focal_source in ("user", "exif") else None
                                                     for i in b]),
             failed)
-        if cfg.low_memory:
-            st["depth"].unload()
+        self._release("depth")
 
         scenes: list[tuple[RGBDScene, dict[str, Any]]] = []
         emb_pairs = self._isolated("embedder", [it for it, _ in depth_pairs],
                                    lambda b: [st["embedder"].embed_text(list(dets[i.image_id].captions or ()))
                                               for i in b], failed)
         embeddings = {it.image_id: e for it, e in emb_pairs}
-        if cfg.low_memory:
-            st["embedder"].unload()
+        self._release("embedder")
         for it, pred in depth_pairs:
             if it.image_id not in embeddings:
                 continue
@@ -286,16 +298,18 @@ class PerceptionPipeline:
             model_hfov_deg=pred.hfov_deg, model_focal_px=pred.focal_length_px,
             assumed_hfov_deg=cfg.assumed_hfov_deg or 60.0, allow_assumed=cfg.assumed_hfov_deg is not None)
         captions = list(det.captions or det.labels)
-        groups = (near_duplicate_groups(emb, cfg.caption_similarity) if emb.size and len(captions) > 1
-                  else list(range(len(captions))))
+        # handed to the QA engine: the CLIP groups (it applies its own caption rules on top)
+        similar = near_duplicate_groups(emb, cfg.caption_similarity)
+        similar_sizes = Counter(similar)
+        # every collision: CLIP groups and the QA engine's caption rules ("cup" / "cup", "cup" / "red cup")
+        groups = caption_groups(captions, emb, cfg.caption_similarity)
         sizes = Counter(groups)
         objects, drop_ids = [], []
-        for k, (cap, g) in enumerate(zip(captions, groups, strict=True), start=1):
-            shared = sizes[g] > 1
-            if shared and cfg.ambiguity == "drop":
+        for k, (cap, g, s) in enumerate(zip(captions, groups, similar, strict=True), start=1):
+            if sizes[g] > 1 and cfg.ambiguity == "drop":
                 drop_ids.append(k)
                 continue
-            objects.append(ObjectAnnotation(id=k, caption=cap, group=g if shared else None))
+            objects.append(ObjectAnnotation(id=k, caption=cap, group=s if similar_sizes[s] > 1 else None))
         if drop_ids:
             inst = np.where(np.isin(inst, drop_ids), 0, inst)
         if not objects:
@@ -319,10 +333,46 @@ class PerceptionPipeline:
         return scene, extras
 
     # ------------------------------------------------------------------ the run
+    def claim_output(self, out_dir: str | Path) -> None:
+        """Record this config's output settings in ``OUT/perception/config.json``, or refuse to resume.
+
+        Raises :class:`SpatialForgeError` (one line, naming what changed) when ``out_dir`` holds
+        perception records made with other settings, or records without the settings they were
+        made with; nothing is written or loaded then.
+        """
+        out_dir = Path(out_dir)
+        path = out_dir.joinpath(*CONFIG_RECORD)
+        now = {"format": "spatialforge-perception/1", "fingerprint": self.config.fingerprint(),
+               "settings": self.config.output_settings()}
+        restart = "use a new --out, or --overwrite to start again"
+        if path.is_file():
+            try:
+                prev = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise SpatialForgeError(f"{path}: unreadable perception config record ({exc}); {restart}") from None
+            if not isinstance(prev, dict) or prev.get("fingerprint") != now["fingerprint"]:
+                old = prev.get("settings") if isinstance(prev, dict) else None
+                changes = describe_changes(old, now["settings"]) if isinstance(old, dict) else []
+                shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+                raise SpatialForgeError(
+                    f"{out_dir}: cannot resume: its photos were processed with another perception config "
+                    f"({shown or 'written by another spatialforge version'}); {restart}")
+            return
+        items_dir = out_dir / "perception" / "items"
+        if items_dir.is_dir() and any(items_dir.glob("*.json")):
+            raise SpatialForgeError(f"{out_dir}: cannot resume: it holds perception records but not the perception "
+                                    f"config they were made with ({path} is missing); {restart}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, now)
+
     def run(self, items: Iterable[ImageItem | ItemFailure], out_dir: str | Path, *, progress: bool = True,
             total: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Process every item (resuming: recorded images are skipped); returns the perception report."""
+        """Process every item (resuming: recorded images are skipped); returns the perception report.
+
+        First :meth:`claim_output`: a folder whose records were made with another config is refused.
+        """
         out_dir = Path(out_dir)
+        self.claim_output(out_dir)
         scenes_dir, items_dir = out_dir / "scenes", out_dir / "perception" / "items"
         scenes_dir.mkdir(parents=True, exist_ok=True)
         items_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from spatialforge.perception.checks import count
+
 __all__ = ["DepthPrediction", "Detections", "FilterDecision", "ImageItem", "MaskSet"]
 
 
@@ -62,9 +64,10 @@ class Detections:
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         n = len(boxes)
         if len(scores) != n or len(self.labels) != n:
-            raise ValueError(f"Detections: {n} boxes but {len(scores)} scores and {len(self.labels)} labels")
+            raise ValueError(f"Detections: {count(n, 'box', 'boxes')} but {count(len(scores), 'score')} and "
+                             f"{count(len(self.labels), 'label')}")
         if self.captions is not None and len(self.captions) != n:
-            raise ValueError(f"Detections: {n} boxes but {len(self.captions)} captions")
+            raise ValueError(f"Detections: {count(n, 'box', 'boxes')} but {count(len(self.captions), 'caption')}")
         if n and (np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1])):
             raise ValueError("Detections: boxes must be x0 <= x1 and y0 <= y1 (pixel xyxy)")
         object.__setattr__(self, "boxes", boxes)
@@ -108,7 +111,7 @@ class MaskSet:
             raise ValueError(f"MaskSet: masks must be (N, H, W) bool, got {masks.shape} {masks.dtype}")
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         if len(scores) != len(masks):
-            raise ValueError(f"MaskSet: {len(masks)} masks but {len(scores)} scores")
+            raise ValueError(f"MaskSet: {count(len(masks), 'mask')} but {count(len(scores), 'score')}")
         object.__setattr__(self, "scores", scores)
 
     def __len__(self) -> int:

@@ -1,4 +1,7 @@
-"""Default tag vocabulary: prompts for open-vocabulary detection (CLIP picks the top-k per image)."""
+"""Default tag vocabulary: prompts for open-vocabulary detection (CLIP picks the top-k per image).
+
+Every tag appears once (a perception config also drops repeats of a vocabulary it is given).
+"""
 
 DEFAULT_VOCABULARY: tuple[str, ...] = (
     # furniture
@@ -24,6 +27,6 @@ DEFAULT_VOCABULARY: tuple[str, ...] = (
     "door", "window", "stairs", "fireplace", "radiator", "column",
     # outdoor
     "car", "truck", "bus", "bicycle", "motorcycle", "scooter", "person", "dog", "cat", "bird", "horse",
-    "tree", "bush", "traffic light", "stop sign", "street sign", "fire hydrant", "bench", "parking meter",
+    "tree", "bush", "traffic light", "stop sign", "street sign", "fire hydrant", "parking meter",
     "building", "fence", "mailbox", "umbrella", "trash bin", "pole", "cone", "ball", "skateboard",
 )

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spatialforge.errors import SpatialForgeError
+from spatialforge.errors import RunFailedError, SpatialForgeError
 from spatialforge.io.dataset import atomic_write_json
+from spatialforge.perception.checks import count
 from spatialforge.pipeline.generate import GenerateConfig, run_generate
 
 __all__ = ["PhotoSource", "run_photos"]
@@ -66,14 +67,22 @@ def _refresh_if_scenes_changed(out_dir: Path, cfg: GenerateConfig) -> None:
 
 def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate: GenerateConfig | None = None,
                *, progress: bool = True) -> dict[str, Any]:
-    """Run perception (resumable) then the shared engine; returns the manifest with a ``perception`` section."""
+    """Run perception (resumable) then the shared engine; returns the manifest with a ``perception`` section.
+
+    A folder whose perception records were made with another perception config is refused before
+    any photo is read (:meth:`PerceptionPipeline.claim_output`); ``--overwrite`` (the CLI's
+    ``prepare_output_dir``) clears it first. :class:`RunFailedError` (exit status 1) when no photo
+    became a scene: the run itself worked, its records say why each photo was left out.
+    """
     out_dir = Path(out_dir)
+    pipeline.claim_output(out_dir)
     items, total = _items(source, pipeline.config.limits, pipeline.config.focal_length_px)
     report = pipeline.run(items, out_dir, progress=progress, total=total)
     if report["ok"] == 0:
-        raise SpatialForgeError(
-            f"no image became a scene: {report['images']} images, {report['filtered']} filtered out, "
-            f"{report['failed']} failed {report['failed_by_reason']} (see {out_dir}/perception/report.json)")
+        reasons = ", ".join(f"{k} {v}" for k, v in report["failed_by_reason"].items())
+        raise RunFailedError(
+            f"no image became a scene: {count(report['images'], 'image')}, {report['filtered']} filtered out, "
+            f"{report['failed']} failed{f' ({reasons})' if reasons else ''} (see {out_dir}/perception/report.json)")
     cfg = generate or GenerateConfig()
     _refresh_if_scenes_changed(out_dir, cfg)
     manifest = run_generate(out_dir / "scenes", out_dir, cfg, progress=progress)

@@ -1,13 +1,19 @@
-"""Backend registry: stage kind -> backend name -> class, imported only when chosen."""
+"""Backend registry: stage kind -> backend name -> class, imported only when chosen.
+
+Importing a backend's module imports numpy only (torch and transformers load with the model), so
+:func:`check_stage` can check a stage's backend name and options before anything is built.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 from spatialforge.errors import ConfigError
 
-__all__ = ["BACKENDS", "DEFAULT_MODELS", "build_stage"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "NO_MODEL_BACKENDS", "backend_class", "backend_options", "build_stage",
+           "check_stage", "tuning_options"]
 
 # kind -> name -> "module:Class"
 BACKENDS: dict[str, dict[str, str]] = {
@@ -50,12 +56,43 @@ DEFAULT_MODELS: dict[str, str] = {
 }
 
 
-def build_stage(kind: str, name: str, **kwargs: Any) -> Any:
-    """Instantiate backend ``name`` for stage ``kind`` (imports its module now, loads nothing)."""
+#: Backends that load no model: they take no model id (nor device / dtype).
+NO_MODEL_BACKENDS = frozenset({"none", "label", "box"})
+
+
+def backend_class(kind: str, name: str) -> type:
+    """The class of backend ``name`` for stage ``kind`` (imports its module; loads nothing)."""
     try:
         target = BACKENDS[kind][name]
     except KeyError:
         known = ", ".join(BACKENDS.get(kind, {})) or "none"
         raise ConfigError(f"unknown {kind} backend {name!r} (known: {known})") from None
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return getattr(importlib.import_module(module), cls)
+
+
+def backend_options(kind: str, name: str) -> dict[str, Any]:
+    """The options backend ``name`` of stage ``kind`` declares, with their defaults."""
+    from spatialforge.perception.backends.base import declared_options
+
+    return declared_options(backend_class(kind, name))
+
+
+def tuning_options(kind: str, name: str) -> frozenset[str]:
+    """The options of the backend that change speed or memory only (batch sizes), not what it outputs."""
+    return frozenset(getattr(backend_class(kind, name), "TUNING_OPTIONS", frozenset()))
+
+
+def check_stage(kind: str, name: str, options: Mapping[str, Any], model_id: str | None = None) -> None:
+    """``ConfigError`` for an unknown backend, an option it does not declare, or a model id for a backend
+    that loads no model. Only names are checked here; values are checked when the stage is built."""
+    from spatialforge.perception.backends.base import check_options
+
+    check_options(name, kind, options, backend_options(kind, name))
+    if model_id is not None and name in NO_MODEL_BACKENDS:
+        raise ConfigError(f"the {name} {kind} loads no model, so it takes no model id (got {model_id!r})")
+
+
+def build_stage(kind: str, name: str, **kwargs: Any) -> Any:
+    """Instantiate backend ``name`` for stage ``kind`` (imports its module now, loads nothing)."""
+    return backend_class(kind, name)(**kwargs)

@@ -1,25 +1,33 @@
-"""Shared plumbing of the transformers backends: lazy loading, device and dtype, unloading.
+"""Shared plumbing of the transformers backends: lazy loading, device and dtype, unloading, options.
 
 Constructors only store settings: nothing is downloaded or loaded until ``load()`` (or the first
 call). ``model_id`` is a hub id or a local folder, passed to ``from_pretrained`` exactly as a user
 would; with ``HF_HUB_OFFLINE=1`` only cached or local models load.
+
+A backend declares its options by its constructor's keyword-only parameters (with their defaults):
+:func:`declared_options` reads them (from every class of the backend's MRO), and an option a
+backend does not declare is a :class:`ConfigError` naming the option, the backend and its known
+options, both when a perception config is checked (before anything is built) and when a backend
+is constructed directly. ``TUNING_OPTIONS`` lists the options that change speed or memory only
+(batch sizes), which a rerun may change without redoing any photo.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
-from numbers import Integral
-from typing import Any
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from spatialforge._device import resolve_device
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError
+from spatialforge.perception.checks import count, positive_int
 
-__all__ = ["DTYPES", "HFStage", "as_rgb", "image_list", "positive_int", "prompt_lists", "resolve_device",
-           "torch_dtype"]
+__all__ = ["DTYPES", "HFStage", "as_rgb", "check_options", "declared_options", "image_list", "positive_int",
+           "prompt_lists", "resolve_device", "torch_dtype"]
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -31,14 +39,48 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, name)
 
 
+def declared_options(cls: type) -> dict[str, Any]:
+    """The options of backend class ``cls``: its constructors' keyword-only parameters and their defaults.
+
+    Read from every ``__init__`` of the class's MRO (a subclass's default wins).
+    """
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                found.setdefault(p.name, p.default)
+    return dict(sorted(found.items()))
+
+
+def check_options(backend: str, kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """``ConfigError`` naming every option in ``given`` that the ``backend`` ``kind`` does not declare."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        raise ConfigError(f"the {backend} {kind}: unknown {'option' if len(unknown) == 1 else 'options'} {names} "
+                          f"(known options: {', '.join(known) or 'none'})")
+
+
 class HFStage:
-    """Base class of a stage backed by a transformers model (subclasses implement ``_load``)."""
+    """Base class of a stage backed by a transformers model (subclasses implement ``_load``).
+
+    Subclasses set ``name`` (the backend name), ``kind`` (the stage it serves) and
+    ``default_model_id``, and take their options as keyword-only constructor parameters; any other
+    keyword reaching this constructor is an unknown option (:class:`ConfigError`).
+    """
 
     name: str = "hf"
+    kind: str = "stage"
     default_model_id: str = ""
+    TUNING_OPTIONS: ClassVar[frozenset[str]] = frozenset({"batch_size"})
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32",
-                 **options: Any) -> None:
+                 **unknown: Any) -> None:
+        check_options(self.name, self.kind, unknown, declared_options(type(self)))
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.model_id = model_id or self.default_model_id
@@ -46,7 +88,6 @@ class HFStage:
             raise ConfigError(f"{self.name}: a model id is required")
         self.device_name = device
         self.dtype_name = dtype
-        self.options = options
         self.model: Any = None
         self.processor: Any = None
         self.device: str | None = None
@@ -98,13 +139,6 @@ class HFStage:
 
 
 # -- input validation shared by the backends
-def positive_int(value: Any, what: str) -> int:
-    """An option that must be an integer >= 1 (``ConfigError`` otherwise; ``True`` is not an integer)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ConfigError(f"{what} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def as_rgb(image: Any, index: int) -> np.ndarray:
     """A (H, W, 3) uint8 RGB array; (H, W) / (H, W, 1) gray and (H, W, 4) RGBA are converted."""
     img = np.asarray(image)
@@ -136,7 +170,8 @@ def prompt_lists(prompts: Sequence[Sequence[str]], n_images: int) -> list[list[s
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise ValueError(f"prompts must be a sequence (one list of phrases per image), got {type(prompts).__name__}")
     if len(prompts) != n_images:
-        raise ValueError(f"got {n_images} images but {len(prompts)} prompt lists (one list per image)")
+        raise ValueError(f"got {count(n_images, 'image')} but {count(len(prompts), 'prompt list')} "
+                         f"(one list per image)")
     out = []
     for i, plist in enumerate(prompts):
         if isinstance(plist, str) or not isinstance(plist, Sequence):

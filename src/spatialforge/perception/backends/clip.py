@@ -14,17 +14,16 @@ Both stages load ``transformers.CLIPModel`` and ``CLIPProcessor`` from ``model_i
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from spatialforge.errors import ConfigError
 from spatialforge.perception.ambiguity import near_duplicate_groups  # re-exported
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int
+from spatialforge.perception.backends.base import HFStage, image_list
+from spatialforge.perception.checks import check_number, positive_int
 from spatialforge.perception.types import FilterDecision
 
 __all__ = [
@@ -118,11 +117,12 @@ class _ClipStage(HFStage):
 
     name = "clip"
     default_model_id = DEFAULT_MODEL_ID
+    TUNING_OPTIONS: ClassVar[frozenset[str]] = frozenset({"batch_size", "text_batch_size"})
+    batch_size = 16  # images per forward (an option of the filter; the embedder encodes no images)
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
-                 batch_size: int = 16, text_batch_size: int = 256, **options: Any) -> None:
+                 text_batch_size: int = 256, **options: Any) -> None:
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        self.batch_size = positive_int(batch_size, "batch_size")
         self.text_batch_size = positive_int(text_batch_size, "text_batch_size")
         self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         self._text_cache_model: Any = None
@@ -242,22 +242,23 @@ class ClipFilter(_ClipStage):
 
     Options: ``keep_labels``, ``drop_labels`` (non-empty, disjoint, no duplicates),
     ``threshold`` (default 0.5), ``tag_template`` (default ``"a photo of a {tag}"``),
-    ``batch_size`` (images per forward), ``text_batch_size`` (texts per forward).
+    ``batch_size`` (images per forward, default 16), ``text_batch_size`` (texts per forward, default 256).
     """
+
+    kind = "filter"
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  keep_labels: Sequence[str] = DEFAULT_KEEP_LABELS, drop_labels: Sequence[str] = DEFAULT_DROP_LABELS,
-                 threshold: float = 0.5, tag_template: str = DEFAULT_TAG_TEMPLATE, **options: Any) -> None:
+                 threshold: float = 0.5, tag_template: str = DEFAULT_TAG_TEMPLATE, batch_size: int = 16,
+                 **options: Any) -> None:
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
+        self.batch_size = positive_int(batch_size, "batch_size")
         self.keep_labels = _label_set(keep_labels, "keep_labels")
         self.drop_labels = _label_set(drop_labels, "drop_labels")
         both = sorted(set(self.keep_labels) & set(self.drop_labels))
         if both:
             raise ConfigError(f"labels in both keep_labels and drop_labels: {both}")
-        if isinstance(threshold, bool) or not isinstance(threshold, Real) or not math.isfinite(threshold) \
-                or threshold < 0:
-            raise ConfigError(f"threshold must be a finite number >= 0 (keep-probability mass), got {threshold!r}")
-        self.threshold = float(threshold)
+        self.threshold = check_number(threshold, "threshold", low=0.0, note=" (the keep labels' probability mass)")
         if not isinstance(tag_template, str) or "{tag}" not in tag_template:
             raise ConfigError(f"tag_template must be a string containing '{{tag}}', got {tag_template!r}")
         try:
@@ -302,8 +303,7 @@ class ClipFilter(_ClipStage):
         vocab = list(dict.fromkeys(_text_list(vocabulary, "vocabulary")))
         if any(not v.strip() for v in vocab):
             raise ValueError("vocabulary: entries must be non-empty strings")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k = positive_int(top_k, "top_k", error=ValueError)
         if not imgs:
             return []
         if not vocab:
@@ -323,6 +323,8 @@ class ClipTextEmbedder(_ClipStage):
 
     Options: ``text_batch_size`` (texts per forward, default 256).
     """
+
+    kind = "embedder"
 
 
 # ----------------------------------------------------------------------------- caption grouping

@@ -57,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int
+from spatialforge.perception.backends.base import HFStage, image_list
+from spatialforge.perception.checks import check_number, count, positive_int
 from spatialforge.perception.types import DepthPrediction
 
 __all__ = ["DepthAnythingV2Depth", "DepthProDepth"]
@@ -74,22 +75,22 @@ def _focal_list(focal_lengths_px: Sequence[float | None] | None, n: int) -> list
         return [None] * n
     focals = list(focal_lengths_px)
     if len(focals) != n:
-        raise ValueError(f"focal_lengths_px has {len(focals)} entries for {n} images")
+        raise ValueError(f"focal_lengths_px has {count(len(focals), 'entry', 'entries')} for {count(n, 'image')}")
     out: list[float | None] = []
     for i, f in enumerate(focals):
         if f is None:
             out.append(None)
             continue
-        value = float(f)
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"focal_lengths_px[{i}] must be a finite number of pixels > 0, got {f!r}")
-        out.append(value)
+        out.append(check_number(f, f"focal_lengths_px[{i}]", low=0.0, strict_low=True, note=" (pixels)",
+                                error=ValueError))
     return out
 
 
 # ----------------------------------------------------------------------------- shared plumbing
 class _DepthStage(HFStage):
     """Settings and call plumbing shared by the depth stages (subclasses implement ``_predict``)."""
+
+    kind = "depth"
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  batch_size: int = 4, **options: Any) -> None:

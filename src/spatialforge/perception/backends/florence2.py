@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, as_rgb, positive_int
+from spatialforge.perception.backends.base import HFStage, as_rgb
+from spatialforge.perception.checks import check_number, count, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["ARTICLES", "MODES", "NATIVE_CHECKPOINTS", "REGION_TASKS", "Florence2Captioner", "box_to_loc_tokens",
@@ -79,8 +79,7 @@ def clean_caption(text: str, max_words: int) -> str:
     """
     if not isinstance(text, str):
         raise ValueError(f"text must be a string, got {type(text).__name__}")
-    if isinstance(max_words, bool) or not isinstance(max_words, Integral) or max_words < 1:
-        raise ValueError(f"max_words must be an integer >= 1, got {max_words!r}")
+    max_words = positive_int(max_words, "max_words", error=ValueError)
     text = _NOT_WORD.sub(" ", _TAG.sub(" ", text)).lower()
     words = [w.strip("'-") for w in text.split()]
     words = [w for w in words if w]
@@ -105,8 +104,7 @@ def box_to_loc_tokens(box: Sequence[float] | np.ndarray, width: float, height: f
     outside the image are clamped too. Returns ``"<loc_x0><loc_y0><loc_x1><loc_y1>"``.
     """
     for name, size in (("width", width), ("height", height)):
-        if isinstance(size, bool) or not isinstance(size, Real) or not math.isfinite(size) or size <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {size!r}")
+        check_number(size, name, low=0.0, strict_low=True, error=ValueError)
     b = np.asarray(box, dtype=np.float64).reshape(-1)
     if b.shape != (4,) or not np.all(np.isfinite(b)):
         raise ValueError(f"box must be 4 finite numbers x0, y0, x1, y1, got {box!r}")
@@ -150,7 +148,7 @@ class Florence2Captioner(HFStage):
     ``<REGION_TO_DESCRIPTION>`` or ``<REGION_TO_CATEGORY>``), ``batch_size`` (regions per
     ``generate()`` call, default 16), ``max_new_tokens`` (default 20), ``max_words`` (default 6),
     ``crop_margin`` (crop mode: the margin as a fraction of the box size, default 0.1). Unknown
-    options raise :class:`ConfigError`.
+    options raise :class:`ConfigError` naming the known ones.
 
     After each call ``fallbacks`` holds how many of its captions fell back to the detection label
     and ``generate_calls`` how many ``generate()`` calls it made. ``requested_model_id`` keeps the id
@@ -159,16 +157,14 @@ class Florence2Captioner(HFStage):
     """
 
     name = "florence2"
+    kind = "captioner"
     default_model_id = DEFAULT_MODEL_ID
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  mode: str = "region", task: str = "<REGION_TO_DESCRIPTION>", batch_size: int = 16,
                  max_new_tokens: int = 20, max_words: int = 6, crop_margin: float = 0.1,
                  **options: Any) -> None:
-        if options:
-            raise ConfigError(f"florence2: unknown option(s) {sorted(options)}; known: mode, task, batch_size, "
-                              "max_new_tokens, max_words, crop_margin")
-        super().__init__(model_id=model_id, device=device, dtype=dtype)
+        super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
         self.requested_model_id = self.model_id
         self.model_id = NATIVE_CHECKPOINTS.get(self.model_id, self.model_id)
         if mode not in MODES:
@@ -180,10 +176,7 @@ class Florence2Captioner(HFStage):
         self.batch_size = positive_int(batch_size, "batch_size")
         self.max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
         self.max_words = positive_int(max_words, "max_words")
-        if isinstance(crop_margin, bool) or not isinstance(crop_margin, Real) or not math.isfinite(crop_margin) \
-                or crop_margin < 0:
-            raise ConfigError(f"florence2: crop_margin must be a finite number >= 0, got {crop_margin!r}")
-        self.crop_margin = float(crop_margin)
+        self.crop_margin = check_number(crop_margin, "florence2: crop_margin", low=0.0)
         self.fallbacks = 0
         self.generate_calls = 0
 
@@ -206,7 +199,7 @@ class Florence2Captioner(HFStage):
         imgs = [as_rgb(img, i) for i, img in enumerate(images)]
         dets = list(detections)
         if len(dets) != len(imgs):
-            raise ValueError(f"got {len(imgs)} images but {len(dets)} detection sets")
+            raise ValueError(f"got {count(len(imgs), 'image')} but {count(len(dets), 'detection set')}")
         for i, d in enumerate(dets):
             if not isinstance(d, Detections):
                 raise ValueError(f"detections {i}: expected a Detections, got {type(d).__name__}")

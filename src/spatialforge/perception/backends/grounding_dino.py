@@ -42,16 +42,16 @@ are strict (``>``), as in the processor.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Real
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int, prompt_lists
+from spatialforge.perception.backends.base import HFStage, image_list, prompt_lists
+from spatialforge.perception.boxes import clip_boxes
+from spatialforge.perception.checks import check_number, count, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "GroundingDinoDetector"]
@@ -62,10 +62,7 @@ _DELIMITERS = str.maketrans({".": " ", "?": " "})
 
 
 # ----------------------------------------------------------------------------- validation helpers
-def _threshold(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{what} must be a finite number >= 0 (a probability; > 1 keeps nothing), got {value!r}")
-    return float(value)
+_PROBABILITY = " (a probability; > 1 keeps nothing)"
 
 
 def _model_phrase(prompt: str) -> str:
@@ -114,14 +111,15 @@ class GroundingDinoDetector(HFStage):
     """
 
     name = "grounding-dino"
+    kind = "detector"
     default_model_id = DEFAULT_MODEL_ID
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  box_threshold: float = 0.3, text_threshold: float = 0.25, batch_size: int = 4,
                  max_text_tokens: int | None = None, **options: Any) -> None:
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        self.box_threshold = _threshold(box_threshold, "box_threshold")
-        self.text_threshold = _threshold(text_threshold, "text_threshold")
+        self.box_threshold = check_number(box_threshold, "box_threshold", low=0.0, note=_PROBABILITY)
+        self.text_threshold = check_number(text_threshold, "text_threshold", low=0.0, note=_PROBABILITY)
         self.batch_size = positive_int(batch_size, "batch_size")
         if max_text_tokens is not None:
             max_text_tokens = positive_int(max_text_tokens, "max_text_tokens")
@@ -164,8 +162,8 @@ class GroundingDinoDetector(HFStage):
         used = 2  # [CLS] ... [SEP]
         for pair, n in zip(pairs, lengths, strict=True):
             if n + 3 > limit:
-                raise ValueError(f"prompts[{index}]: phrase {pair[0]!r} is {n} tokens; a Grounding DINO caption "
-                                 f"holds at most {limit} tokens, so a phrase may have at most {limit - 3}")
+                raise ValueError(f"prompts[{index}]: phrase {pair[0]!r} is {count(n, 'token')}; a Grounding DINO "
+                                 f"caption holds at most {limit} tokens, so a phrase may have at most {limit - 3}")
             if current and used + n + 1 > limit:
                 chunks.append(current)
                 current, used = [], 2
@@ -241,8 +239,7 @@ class GroundingDinoDetector(HFStage):
             phrase_probs = np.where(member[None], probs[keep][:, None, :seq_len], 0.0).max(axis=2)  # (n, K)
             best = phrase_probs.argmax(axis=1) if len(chunk) else np.zeros(0, int)
             matched = phrase_probs[np.arange(len(best)), best] > self.text_threshold
-            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0.0, w)
-            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0.0, h)
+            boxes = clip_boxes(boxes, w, h)
             labels = tuple(chunk[int(k)][0] for k in best[matched])
             dets.append(Detections(boxes[matched].astype(np.float32), scores[matched].astype(np.float32), labels))
         return dets

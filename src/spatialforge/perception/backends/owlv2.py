@@ -32,16 +32,16 @@ target size, but 4.x's OWL-ViT post-processing did not) and then clipped to the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from numbers import Real
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int, prompt_lists
+from spatialforge.perception.backends.base import HFStage, image_list, prompt_lists
+from spatialforge.perception.boxes import clip_boxes
+from spatialforge.perception.checks import check_number, positive_int
 from spatialforge.perception.types import Detections
 
 __all__ = ["DEFAULT_MODEL_ID", "DEFAULT_QUERY_TEMPLATE", "Owlv2Detector"]
@@ -75,17 +75,15 @@ class Owlv2Detector(HFStage):
     """
 
     name = "owlv2"
+    kind = "detector"
     default_model_id = DEFAULT_MODEL_ID
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  score_threshold: float = 0.2, query_template: str = DEFAULT_QUERY_TEMPLATE, batch_size: int = 4,
                  **options: Any) -> None:
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
-        if isinstance(score_threshold, bool) or not isinstance(score_threshold, Real) \
-                or not math.isfinite(score_threshold) or score_threshold < 0:
-            raise ConfigError(f"score_threshold must be a finite number >= 0 (a probability; > 1 keeps nothing), "
-                              f"got {score_threshold!r}")
-        self.score_threshold = float(score_threshold)
+        self.score_threshold = check_number(score_threshold, "score_threshold", low=0.0,
+                                            note=" (a probability; > 1 keeps nothing)")
         if not isinstance(query_template, str) or "{phrase}" not in query_template:
             raise ConfigError(f"query_template must be a string containing '{{phrase}}', got {query_template!r}")
         try:
@@ -139,9 +137,7 @@ class Owlv2Detector(HFStage):
             threshold=self.score_threshold, target_sizes=square)
         dets = []
         for res, lab, (h, w) in zip(results, labels, sizes, strict=True):
-            boxes = res["boxes"].float().numpy().reshape(-1, 4)
-            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0.0, w)
-            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0.0, h)
+            boxes = clip_boxes(res["boxes"].float().numpy().reshape(-1, 4), w, h)
             idx = res["labels"].numpy().astype(int)
             dets.append(Detections(boxes.astype(np.float32), res["scores"].float().numpy().astype(np.float32),
                                    tuple(lab[k] for k in idx)))

@@ -28,13 +28,13 @@ has no sigmoid, so its scores may fall slightly outside [0, 1]; SAM 2's scores a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from spatialforge.errors import ConfigError
-from spatialforge.perception.backends.base import HFStage, image_list, positive_int
+from spatialforge.perception.backends.base import HFStage, image_list
+from spatialforge.perception.boxes import clip_boxes
+from spatialforge.perception.checks import check_number, count, positive_int
 from spatialforge.perception.types import MaskSet
 
 __all__ = ["Sam2Segmenter", "SamSegmenter"]
@@ -57,18 +57,17 @@ def _box_array(boxes: Any, index: int, height: int, width: int) -> np.ndarray:
         raise ValueError(f"boxes of image {index}: coordinates must be finite")
     if np.any(arr[:, 2] < arr[:, 0]) or np.any(arr[:, 3] < arr[:, 1]):
         raise ValueError(f"boxes of image {index}: boxes must be x0 <= x1 and y0 <= y1 (pixel xyxy)")
-    out = arr.copy()
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0.0, float(width))
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0.0, float(height))
-    return out
+    return clip_boxes(arr, width, height)
 
 
 # ----------------------------------------------------------------------------- the stages
 class _SamFamilySegmenter(HFStage):
     """Shared box-prompted inference of SAM and SAM 2 (subclasses name the classes and post-processing)."""
 
+    kind = "segmenter"
     model_class_name: str = ""
     processor_class_name: str = ""
+    TUNING_OPTIONS: ClassVar[frozenset[str]] = frozenset({"batch_size", "box_batch_size"})
 
     def __init__(self, model_id: str | None = None, device: str = "cpu", dtype: str = "float32", *,
                  batch_size: int = 4, box_batch_size: int = 64, mask_threshold: float = 0.0,
@@ -86,9 +85,7 @@ class _SamFamilySegmenter(HFStage):
         super().__init__(model_id=model_id, device=device, dtype=dtype, **options)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.box_batch_size = positive_int(box_batch_size, "box_batch_size")
-        if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, Real) or not np.isfinite(mask_threshold):
-            raise ConfigError(f"mask_threshold must be a finite number, got {mask_threshold!r}")
-        self.mask_threshold = float(mask_threshold)
+        self.mask_threshold = check_number(mask_threshold, "mask_threshold", note=" (a logit)")
 
     # -- lifecycle
     def _load(self) -> tuple[Any, Any]:
@@ -120,7 +117,7 @@ class _SamFamilySegmenter(HFStage):
         if isinstance(boxes, np.ndarray) or not isinstance(boxes, Sequence):
             raise ValueError("boxes must be a sequence with one (N, 4) array per image")
         if len(boxes) != len(imgs):
-            raise ValueError(f"{len(imgs)} images but {len(boxes)} box arrays")
+            raise ValueError(f"{count(len(imgs), 'image')} but {count(len(boxes), 'box array')}")
         box_list = [_box_array(b, i, img.shape[0], img.shape[1]) for i, (img, b) in enumerate(zip(imgs, boxes,
                                                                                                    strict=True))]
         results: list[MaskSet | None] = [None] * len(imgs)
