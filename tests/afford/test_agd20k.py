@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spatialforge.afford.agd20k import AGD20KTestSet, AGDItem, read_gt, read_prediction, score, write_report
+from spatialforge.afford.agd20k import (
+    AGD20KTestSet,
+    AGDItem,
+    aspect_problem,
+    read_gt,
+    read_prediction,
+    read_test_image,
+    score,
+    write_report,
+)
 from spatialforge.afford.metrics import score_map
 from spatialforge.errors import ConfigError, DatasetError
 
@@ -203,7 +212,7 @@ def test_load_gt_converts_colour_like_libpng(tmp_path):
 
 
 def test_load_gt_matches_cv2_imread_grayscale(tmp_path):
-    cv2 = pytest.importorskip("cv2")
+    import cv2  # in [dev]: these parity checks must run, never skip
     _, files = _gt_variants(tmp_path)
     for name, p in files.items():
         ref = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
@@ -349,3 +358,47 @@ def test_write_report_without_scores_has_no_nan(testset, tmp_path):
     assert "| **all** | 0 | n/a | n/a | n/a |" in md_path.read_text()
     with pytest.raises(ConfigError, match="report lacks"):
         write_report({"split": "Seen"}, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- aspect, EXIF
+
+
+def test_a_prediction_with_another_aspect_ratio_is_refused_naming_the_file(testset, tmp_path):
+    """The fixture's maps are 48 x 64 (H x W): a transposed 64 x 48 map is not a map of that image."""
+    transposed = score(testset, lambda item: np.random.default_rng(0).random((64, 48)), progress=False)
+    assert transposed["n_scored"] == 0 and transposed["skipped_by_reason"] == {"bad_prediction": 8}
+    assert "swapped" in transposed["skipped"][0]["message"] and "48x64" in transposed["skipped"][0]["message"]
+    # from a folder, the message names the prediction file
+    pred = tmp_path / "pred"
+    for it in testset:
+        (pred / it.affordance / it.object).mkdir(parents=True, exist_ok=True)
+        np.save(pred / it.affordance / it.object / f"{it.stem}.npy", read_gt(it.gt_path).T)
+    by_folder = score(testset, pred, progress=False)
+    assert by_folder["skipped_by_reason"] == {"bad_prediction": 8}
+    first = by_folder["skipped"][0]
+    assert first["path"].endswith(".npy") and first["message"].startswith(first["path"])
+    # the same aspect at any scale (rounded sides), and the protocol's square frame, are scored
+    for shape in ((24, 32), (7, 9), (480, 640), (224, 224), (13, 13)):
+        ok = score(testset, lambda item, shape=shape: np.random.default_rng(1).random(shape), progress=False)
+        assert ok["n_scored"] == 8, shape
+    assert aspect_problem((64, 48), (48, 64)) is not None and aspect_problem((30, 64), (48, 64)) is not None
+    assert aspect_problem((36, 48), (48, 64)) is None and aspect_problem((100, 101), (100, 101)) is None
+
+
+def test_test_images_are_read_in_stored_pixel_order(tmp_path):
+    """An EXIF Orientation tag is ignored: the GT maps are stored in the photo's stored order."""
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(pixels).save(tmp_path / "a.png", exif=exif)
+    assert Image.open(tmp_path / "a.png").getexif().get(0x0112) == 6
+    img = read_test_image(tmp_path / "a.png")
+    assert img.shape == (30, 50, 3) and np.array_equal(img, pixels)
+    rgba = np.dstack([pixels, np.zeros((30, 50), np.uint8)])  # fully transparent: white, as predict does
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    assert (read_test_image(tmp_path / "t.png") == 255).all()
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    with pytest.raises(DatasetError, match=r"bad\.jpg"):
+        read_test_image(tmp_path / "bad.jpg")
+    with pytest.raises(DatasetError, match="pixel limit"):
+        read_test_image(tmp_path / "a.png", max_pixels=100)

@@ -16,15 +16,23 @@ replicated without OpenCV: 8-bit grey as is; colour (RGB / RGBA / palette) throu
 (``>> 8``). The 8-bit map is then divided by 255 (see :mod:`spatialforge.afford.metrics` for the rest
 of the protocol).
 
+Test images are read in stored-pixel order (:func:`read_test_image`): an EXIF Orientation tag is
+ignored, because the GT maps are stored in that order too (rotating the photo would transpose the
+prediction against its GT).
+
 Every test image with a readable GT is an item; images without GT, GT without an image, unreadable
 GT files and stray files are listed in :attr:`AGD20KTestSet.skipped` with a reason. Scoring never
 drops an item silently: a missing or malformed prediction is recorded in the report's ``skipped``
-list and counted in ``skipped_by_reason``.
+list and counted in ``skipped_by_reason``. A prediction must have the GT's aspect ratio (any
+resolution, up to one pixel of rounding per side) or be square (made on the image resized to the
+protocol's square, as the reference methods write them); any other shape, e.g. a transposed
+``(W, H)`` map, is a ``bad_prediction`` whose message names the file and both shapes.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,8 +57,10 @@ __all__ = [
     "AGD20KTestSet",
     "AGDItem",
     "affordance_prompt",
+    "aspect_problem",
     "read_gt",
     "read_prediction",
+    "read_test_image",
     "score",
     "write_report",
 ]
@@ -300,6 +310,53 @@ def read_gt(path: str | os.PathLike[str]) -> np.ndarray:
     return gray.astype(np.float64) / 255.0
 
 
+def read_test_image(path: str | os.PathLike[str], max_pixels: int = 100_000_000) -> np.ndarray:
+    """A test image as (H, W, 3) uint8 RGB in stored-pixel order: no EXIF rotation (the GT maps are
+    stored that way); alpha is composited on white, 16-bit grey scaled to 8 bits. Raises DatasetError
+    naming the file when it cannot be decoded or has more than ``max_pixels`` pixels."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.size[0] * im.size[1] > max_pixels:
+                    raise DatasetError(f"{path}: {im.size[0]}x{im.size[1]} exceeds the {max_pixels} pixel limit",
+                                       path=str(path))
+                im.load()
+                rgb = _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{path}: cannot decode the test image ({e})", path=str(path)) from e
+    return rgb
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        hi = float(a.max()) if a.size else 0.0
+        a = np.clip(a / (hi if hi > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                          .convert("RGB"), dtype=np.uint8)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def aspect_problem(pred_shape: tuple[int, int], gt_shape: tuple[int, int]) -> str | None:
+    """Why a ``(h, w)`` prediction cannot be a map of a ``(H, W)`` GT, or None when it can.
+
+    Accepted: the GT's aspect ratio at any resolution (each side within one pixel of the
+    GT's size times one scale), or a square map (the image resized to a square, as the reference methods predict).
+    """
+    (h, w), (gh, gw) = pred_shape, gt_shape
+    if h == w or abs(h * gw - w * gh) <= gh + gw:  # h = s H + e1, w = s W + e2, |e| <= 1
+        return None
+    hint = " (height and width swapped: was the image rotated, e.g. by its EXIF orientation?)" if (
+        abs(h * gh - w * gw) <= gh + gw) else ""
+    return (f"prediction is {h}x{w} (HxW) but the GT is {gh}x{gw}: another aspect ratio{hint}; predict at the "
+            "image's stored size (any scale) or on the protocol's square")
+
+
 def read_prediction(pred_dir: str | os.PathLike[str], item: AGDItem) -> np.ndarray | None:
     """The stored prediction of ``item``: ``pred_dir/<affordance>/<object>/<stem>.npy`` (preferred) or
     ``.png``; None when neither exists.
@@ -401,10 +458,19 @@ def score(
         def fetch(item: AGDItem) -> Any:
             return read_prediction(pred_dir, item)
 
+        def where(item: AGDItem) -> Path:
+            base = pred_dir / item.affordance / item.object / item.stem
+            npy = base.with_name(f"{item.stem}.npy")
+            return npy if npy.is_file() else base.with_name(f"{item.stem}.png")
+
         source = str(pred_dir)
         missing_msg = f"no prediction file <affordance>/<object>/<stem>.npy or .png under {pred_dir}"
     elif callable(predict):
         fetch = predict
+
+        def where(item: AGDItem) -> Path:
+            return item.image_path
+
         source = getattr(predict, "__qualname__", type(predict).__name__)
         missing_msg = "the predictor returned None"
     else:
@@ -426,12 +492,16 @@ def score(
             continue
         pred, problem = _check_prediction(raw)
         if pred is None:
-            skipped.append(_skip(item.key, item.image_path, "bad_prediction", problem))
+            skipped.append(_skip(item.key, where(item), "bad_prediction", f"{where(item)}: {problem}"))
             continue
         try:
             gt = testset.load_gt(item)
         except DatasetError as e:
             skipped.append(_skip(item.key, item.gt_path, "unreadable_gt", str(e)))
+            continue
+        problem = aspect_problem(pred.shape, gt.shape)
+        if problem is not None:
+            skipped.append(_skip(item.key, where(item), "bad_prediction", f"{where(item)}: {problem}"))
             continue
         p, g = prepare(pred, gt, size)
         empty = not bool(gt.max() > 0)

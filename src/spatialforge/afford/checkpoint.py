@@ -18,6 +18,7 @@ from typing import Any
 from spatialforge._optional import require
 from spatialforge.afford.config import ModelConfig
 from spatialforge.errors import ConfigError
+from spatialforge.io.outdir import apply_umask, make_temp_dir
 
 __all__ = ["FORMAT", "load_checkpoint", "read_checkpoint_config", "save_checkpoint"]
 
@@ -27,31 +28,38 @@ VERSION = 1
 
 def save_checkpoint(folder: str | Path, model: Any, *, step: int = 0, metrics: dict | None = None,
                     trainer_state: dict | None = None, train_config: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (a temporary folder renamed into place)."""
+    """Write a checkpoint folder atomically: a hidden temporary folder (``.<name>.XXXX.tmp``; folder and
+    files get the umask's permissions) renamed into place; an existing checkpoint is replaced only once the new one
+    is complete. ``trainer_state`` must hold only what ``torch.load(..., weights_only=True)`` reads back
+    (tensors, numbers, strings, lists, tuples, dicts)."""
     torch = require("torch", extra="afford")
     save_file = require("safetensors.torch", extra="afford").save_file
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-    backbone = dict(model.clip.signature(), weights=model.clip.weights_fingerprint())
-    meta = {"format": FORMAT, "version": VERSION, "model": asdict(model.config), "backbone": backbone,
-            "step": step, "metrics": metrics or {}, "train": train_config}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
+    tmp = make_temp_dir(folder.parent, prefix=f".{folder.name}.")
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        backbone = dict(model.clip.signature(), weights=model.clip.weights_fingerprint())
+        meta = {"format": FORMAT, "version": VERSION, "model": asdict(model.config), "backbone": backbone,
+                "step": step, "metrics": metrics or {}, "train": train_config}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+        for f in tmp.iterdir():  # safetensors writes 0600 whatever the umask
+            apply_umask(f, directory=False)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")  # our own leftover of an interrupted replacement
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
             shutil.rmtree(old)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, folder)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        raise
     return folder
 
 

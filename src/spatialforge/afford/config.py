@@ -15,7 +15,21 @@ from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
 from spatialforge.io.sectioned_config import apply_section_overrides, sections_from_dict
 
-__all__ = ["AffordConfig", "ModelConfig", "TrainConfig", "apply_overrides", "load_afford_config"]
+__all__ = ["DEFAULT_DATASETS", "FLAGS", "RESUMABLE_CHANGES", "AffordConfig", "ModelConfig", "TrainConfig",
+           "apply_overrides", "config_changes", "describe_change", "load_afford_config"]
+
+DEFAULT_DATASETS = ("refcoco/unc", "refcoco+/unc", "refcocog/umd")
+"""RefCOCO, RefCOCO+ and RefCOCOg (their usual splits): what AffordanceCLIP trains on."""
+
+FLAGS = {"train.data_root": "--data-root", "train.datasets": "--datasets", "train.image_dir": "--image-dir",
+         "train.steps": "--steps", "train.batch_size": "--batch-size", "train.lr": "--lr",
+         "train.device": "--device"}
+"""The ``afford train`` flag that sets a config key (error messages name both)."""
+
+RESUMABLE_CHANGES = frozenset({"train.device", "train.workers", "train.data_root", "train.image_dir"})
+"""Keys a resumed run may change: where it runs and where the same data lives (the number of training
+refs is checked on resume), nothing that changes what is trained. A longer ``train.steps`` needs
+``extend`` (``--extend``)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,12 @@ class TrainConfig:
     """A referring-segmentation training run (RefCOCO family, or the synthetic shapes task)."""
 
     data_root: str | None = None  # the refer distribution's data folder
-    # any of refcoco[/unc|google], refcoco+[/unc|google], refcocog[/umd|google], or "shapes" (synthetic)
-    datasets: tuple[str, ...] = ("refcoco/unc",)
+    # any of refcoco[/unc|google], refcoco+[/unc|google], refcocog[/umd|google], or "shapes" (synthetic);
+    # the default is the method's setting: the three datasets together
+    datasets: tuple[str, ...] = DEFAULT_DATASETS
     split: str = "train"
+    # validation: RefCOCO (UNC) val, the usual referring-segmentation benchmark split; training refs on its
+    # images are dropped (exclude_val_images), since the three datasets share COCO images
     val_datasets: tuple[str, ...] = ("refcoco/unc",)
     val_split: str = "val"
     exclude_val_images: bool = True  # drop training refs whose COCO image is in the validation split
@@ -119,3 +136,24 @@ def load_afford_config(path: str | Path | None, overrides: list[str] | tuple[str
         config = AffordConfig.from_dict(read_config_file(path, "config"), source=str(path))
     return apply_overrides(config, overrides)
 
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, before, after)`` for every key of two ``AffordConfig.to_dict()`` dicts that differs."""
+    a, b = _flat(before), _flat(after)
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def describe_change(key: str, before: Any, after: Any) -> str:
+    """``"train.lr (--lr) 0.001 -> 0.002"``."""
+    flag = f" ({FLAGS[key]})" if key in FLAGS else ""
+    return f"{key}{flag} {before!r} -> {after!r}"

@@ -11,13 +11,17 @@ the mean of the positive pixels' and the negative pixels' means (``balanced``).
 
 Outputs in ``OUT``: ``checkpoints/step-NNNNNNN/`` (trainable weights, config, trainer state; the
 last two are kept), ``final/``, ``log.jsonl`` (loss, learning rate, throughput, validation
-referring-segmentation mIoU and overall IoU, skipped refs), ``train_summary.json``.
+referring-segmentation mIoU and overall IoU, skipped refs), ``train_summary.json``. The trainer
+state holds plain data only and is read with ``torch.load(..., weights_only=True)``. A resume
+checks that the config and the number of training refs are the run's (a longer schedule needs
+``extend``) and cuts ``log.jsonl`` back to the checkpoint, so no step is logged twice.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import sys
 import time
@@ -32,10 +36,11 @@ from tqdm import tqdm
 
 from spatialforge._optional import require
 from spatialforge.afford.checkpoint import save_checkpoint
-from spatialforge.afford.config import AffordConfig
+from spatialforge.afford.config import RESUMABLE_CHANGES, AffordConfig, config_changes, describe_change
 from spatialforge.afford.predict import preprocess, resolve_device
 from spatialforge.afford.transforms import letterbox_mask, unletterbox
-from spatialforge.errors import DatasetError, SpatialForgeError
+from spatialforge.errors import ConfigError, DatasetError, SpatialForgeError
+from spatialforge.io.dataset import atomic_write_json
 
 torch = require("torch", extra="afford", feature="AffordanceCLIP training")
 
@@ -178,14 +183,69 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
 
 
+def _load_trainer_state(path: Path) -> dict[str, Any]:
+    """The trainer state of a step checkpoint, unpickled with ``weights_only`` (no code runs)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing (the checkpoint cannot be resumed); use --overwrite to start again"
+                          ) from None
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: unreadable trainer state ({first}); use --overwrite to start again") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ConfigError(f"{path}: not a trainer state of this version (missing {', '.join(missing)}); "
+                          "use --overwrite to start again")
+    return state
+
+
+_STATE_KEYS = ("optimizer", "scheduler", "scaler", "step", "position", "torch_rng", "config", "log_bytes",
+               "train_refs")
+
+
+def _check_resume(state: dict[str, Any], config: AffordConfig, n_refs: int, extend: bool, where: Path) -> None:
+    """Refuse a resume whose settings differ from the run's, except a longer schedule with ``extend``."""
+    changes = config_changes(state["config"], config.to_dict())
+    model = [c for c in changes if c[0].startswith("model.")]
+    if model:
+        raise ConfigError(f"{where}: the run was started with another model config "
+                          f"({'; '.join(describe_change(*c) for c in model)}); use the same settings, "
+                          "a new --out, or --overwrite")
+    steps = [c for c in changes if c[0] == "train.steps"]
+    other = [c for c in changes if c[0] not in RESUMABLE_CHANGES and c[0] != "train.steps"]
+    if other or (steps and steps[0][2] < steps[0][1]):
+        shown = other + [c for c in steps if c[2] < c[1]]
+        raise ConfigError(f"{where}: the run was started with another training config "
+                          f"({'; '.join(describe_change(*c) for c in shown)}); use the same settings, a new "
+                          "--out, or --overwrite (only a longer train.steps can be resumed, with --extend)")
+    if steps and not extend:
+        raise ConfigError(f"{where}: the run was started for {steps[0][1]} steps, not {steps[0][2]}; add --extend "
+                          "to lengthen its schedule (the learning-rate schedule is stretched to the new length)")
+    if extend and not steps:
+        raise ConfigError(f"--extend: the run in {where} already has train.steps {config.train.steps}; "
+                          "give a larger --steps")
+    if state["train_refs"] != n_refs:
+        raise ConfigError(f"{where}: the training data holds {n_refs} refs, the run was started on "
+                          f"{state['train_refs']}; resume on the same data, or use a new --out")
+
+
 def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_source: Any | None = None,
           progress: bool = True, log: Callable[[str], None] | None = None, model: Any = None,
-          stop_at: int | None = None) -> dict[str, Any]:
+          stop_at: int | None = None, extend: bool = False) -> dict[str, Any]:
     """Train (resuming from the latest checkpoint in ``out_dir`` if there is one); returns the summary.
 
     ``model``: an already built :class:`AffordanceCLIP` for ``config.model`` (default: built here).
     ``stop_at``: stop after this step with a resumable checkpoint, as if interrupted (for
     time-limited jobs); the schedule still spans ``train.steps``.
+
+    A resume must use the run's config: a changed model or training setting raises a
+    :class:`ConfigError` naming the changed keys (except :data:`~spatialforge.afford.config.RESUMABLE_CHANGES`),
+    and so does a different number of training refs. A larger ``train.steps`` is accepted only with
+    ``extend=True`` (the schedule is stretched to the new length). ``log.jsonl`` is cut back to what
+    it held at the checkpoint, so no step is logged twice.
+
+    The caller owns ``out_dir`` (the CLI claims it with :func:`spatialforge.io.outdir.prepare_output_dir`).
     """
     from spatialforge.afford.model import AffordanceCLIP, count_parameters
 
@@ -205,16 +265,17 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     step, position, skipped, history = 0, 0, Counter(), []
+    val: dict[str, Any] | None = None  # the latest validation (kept across a resume)
+    log_path = out / "log.jsonl"
     previous = _checkpoints(out)
+    if extend and not previous:
+        raise ConfigError(f"--extend: {out} holds no checkpoint of a run to extend")
     if previous:
         from safetensors.torch import load_file
 
         last = previous[-1]
-        state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)
-        saved_cfg = state.get("config")
-        if saved_cfg is not None and saved_cfg["model"] != asdict(config.model):
-            raise SpatialForgeError(f"{last}: the run in {out} was started with another model config; "
-                                    f"use a new --out (or --overwrite)")
+        state = _load_trainer_state(last / "trainer_state.pt")
+        _check_resume(state, config, len(train_source), extend, out)
         model.load_state_dict(load_file(str(last / "model.safetensors")), strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -222,8 +283,12 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
         step, position = state["step"], state["position"]
         skipped = Counter(state.get("skipped", {}))
         history = state.get("history", [])
+        val = state.get("validation")
         torch.set_rng_state(state["torch_rng"])
-        log(f"resuming from {last} (step {step})")
+        if log_path.exists() and log_path.stat().st_size > state["log_bytes"]:
+            with log_path.open("r+b") as f:  # drop what the interrupted steps after the checkpoint logged
+                f.truncate(state["log_bytes"])
+        log(f"resuming from {last} (step {step})" + (f", extending the run to {tc.steps} steps" if extend else ""))
     out.mkdir(parents=True, exist_ok=True)
 
     data = RefSegDataset(train_source, config.model.image_size, tc.seed)
@@ -233,7 +298,6 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
         num_workers=tc.workers, collate_fn=_collate, pin_memory=device.startswith("cuda"),
         persistent_workers=False)
     batches = iter(loader)
-    log_path = out / "log.jsonl"
 
     def write_log(rec: dict[str, Any]) -> None:
         with log_path.open("a") as f:
@@ -242,7 +306,9 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
     def checkpoint(name: str | None = None, metrics: dict | None = None) -> Path:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "step": step, "position": position, "skipped": dict(skipped),
-                 "history": history, "torch_rng": torch.get_rng_state(), "config": config.to_dict()}
+                 "history": history, "torch_rng": torch.get_rng_state(), "config": config.to_dict(),
+                 "validation": val,
+                 "log_bytes": log_path.stat().st_size if log_path.exists() else 0, "train_refs": len(train_source)}
         folder = out / "checkpoints" / f"step-{step:07d}" if name is None else out / name
         save_checkpoint(folder, model, step=step, metrics=metrics, trainer_state=state if name is None else None,
                         train_config=asdict(tc))
@@ -253,7 +319,6 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", disable=not progress, file=sys.stderr)
     window: list[float] = []
     t_last, samples_since = time.perf_counter(), 0
-    val: dict[str, Any] | None = None
     model.train()
     end = tc.steps if stop_at is None else min(tc.steps, stop_at)
     while step < end:
@@ -315,5 +380,5 @@ def train(config: AffordConfig, out_dir: str | Path, *, train_source: Any, val_s
                "final_checkpoint": None if final is None else str(final), "parameters": params,
                "device": device, "amp": str(amp_dtype) if use_amp else "off", "validation": val,
                "skipped": dict(skipped), "loss_history": history}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "train_summary.json", summary)
     return summary
