@@ -261,7 +261,7 @@ def _cmd_generate(args) -> int:
         pipeline = PerceptionPipeline.from_config(perception)
         manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress)
         p = manifest["perception"]
-        print(f"perception: {p['images']} images, {p['ok']} scenes, {p['filtered']} filtered, "
+        print(f"perception: {_count(p['images'], 'image')}, {_count(p['ok'], 'scene')}, {p['filtered']} filtered, "
               f"{p['failed']} failed {p['failed_by_reason']}; intrinsics {p['intrinsics_sources']}")
     else:
         manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)

@@ -213,7 +213,8 @@ def prepare_output_dir(out: str | os.PathLike[str], kind: OutputKind, *,
                        flag: str = "--out") -> PreparedOutput:
     """Check ``out`` against the rules above, claim it for ``kind`` and return what was found.
 
-    Call before any work (and before loading models), so a refused folder costs nothing.
+    Call before any work (and before loading models), so a refused folder costs nothing. A folder that
+    is resumed (``resumed=True``, no ``overwrite``) is only checked: nothing in it is written or deleted.
     """
     inputs = list(inputs)
     check_output_location(out, inputs, flag=flag)
