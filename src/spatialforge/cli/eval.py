@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from spatialforge._text import count
 from spatialforge.cli.options import DEVICE_HELP, DTYPES, comma_list, device, int_at_least, number_at_least
 from spatialforge.errors import ConfigError, SpatialForgeError
 from spatialforge.eval.types import KINDS
@@ -156,10 +157,6 @@ def add_eval(sub: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- shared steps
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _model_path(spec: str) -> Path | None:
     """The local folder an ``hf:`` model spec (also inside ``blind:``) loads, if it exists."""
     spec = spec.strip()
@@ -223,7 +220,7 @@ def _benchmark(args: argparse.Namespace) -> Any:
 
     bench = load_benchmark(args.benchmark, image_root=getattr(args, "image_root", None))
     if bench.skipped:
-        print(f"{args.benchmark}: {_count(len(bench.skipped), 'record')} skipped "
+        print(f"{args.benchmark}: {count(len(bench.skipped), 'record')} skipped "
               f"{bench.counts()['skipped_by_reason']}")
     types, kinds = getattr(args, "types", None), getattr(args, "kinds", None)
     counts = bench.counts()
@@ -265,7 +262,7 @@ def _build(args: argparse.Namespace) -> int:
     if kept:
         print(f"left in {path} (not written by spatialforge): {', '.join(kept)}")
     bench = load_benchmark(str(path))
-    print(f"benchmark {bench.name}: {_count(len(bench), 'question')} {bench.counts()['per_kind']} in {path}")
+    print(f"benchmark {bench.name}: {count(len(bench), 'question')} {bench.counts()['per_kind']} in {path}")
     return 0
 
 
@@ -283,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
                            progress=not args.no_progress, seed=args.seed)
     run = json.loads((args.out / "run.json").read_text())
     if prepared.resumed:
-        print(f"resumed {args.out}: {_count(run['resumed'], 'question')} already answered, {run['asked']} asked now")
+        print(f"resumed {args.out}: {count(run['resumed'], 'question')} already answered, {run['asked']} asked now")
     _print_summary(summary, args.out)
     return 0
 
@@ -299,8 +296,8 @@ def _score(args: argparse.Namespace) -> int:
             _check_same_scores(args, bench.name)
         summary = score_answers(bench, args.answers, args.out, seed=args.seed, name=args.name)
     info = summary["answers_file"]
-    print(f"{_count(info['answers'], 'answer')} for {_count(len(bench), 'question')}: {info['missing']} missing, "
-          f"{_count(info['unknown_ids'], 'unknown id')}, {_count(len(info['malformed_lines']), 'malformed line')}")
+    print(f"{count(info['answers'], 'answer')} for {count(len(bench), 'question')}: {info['missing']} missing, "
+          f"{count(info['unknown_ids'], 'unknown id')}, {count(len(info['malformed_lines']), 'malformed line')}")
     _print_summary(summary, args.out)
     return 0
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spatialforge import __version__
+from spatialforge._text import count
 from spatialforge.cli.options import HelpFormatter, Parser, comma_list, fraction, int_at_least, number_at_least
 from spatialforge.cli.photos import add_photo_options, is_photo_folder, perception_config
 from spatialforge.errors import RunFailedError, SpatialForgeError
@@ -147,10 +148,6 @@ def _beside(folder: Path, suffix: str) -> Path:
     return folder.with_name(f"{folder.name}-{suffix}")
 
 
-def _count(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def _cmd_synth(args) -> int:
     from spatialforge.synth import SynthConfig, write_synthetic_dataset
     from spatialforge.synth.writer import synth_settings
@@ -179,7 +176,7 @@ def _cmd_synth(args) -> int:
     atomic_write_json(record, dict(settings, n=args.n))
     paths = write_synthetic_dataset(args.out, n=args.n, seed=args.seed, config=cfg, progress=not args.no_progress,
                                     skip_existing=prepared.resumed)
-    print(f"wrote {_count(len(paths) - n_before, 'scene')} to {args.out}"
+    print(f"wrote {count(len(paths) - n_before, 'scene')} to {args.out}"
           + (f" (resumed: {n_before} already there)" if prepared.resumed else ""))
     return 0
 
@@ -206,7 +203,7 @@ def _print_summary(manifest: dict, out: Path) -> None:
     print(f"QA pairs: {c['qa_pairs']} ({c['qa_per_scene']} per scene) "
           + ", ".join(f"{k} {v}" for k, v in c["per_kind"].items()))
     if c.get("qa_shortfall"):
-        print(f"shortfall: {_count(c['qa_shortfall'], 'question')} fewer than --qa-per-image asked for "
+        print(f"shortfall: {count(c['qa_shortfall'], 'question')} fewer than --qa-per-image asked for "
               "(those scenes hold fewer askable questions)")
     print(f"gravity: {c['gravity']}; objects measured {c['objects_measured']}, "
           f"skipped {sum(c['objects_skipped'].values())}, unreferable {c['objects_unreferable']}")
@@ -215,7 +212,7 @@ def _print_summary(manifest: dict, out: Path) -> None:
     if len(manifest["rejected"]) > 10:
         print(f"  ... and {len(manifest['rejected']) - 10} more rejected (see {out / 'manifest.json'})")
     if manifest.get("shards_resumed") or redone:
-        print(f"resumed {manifest['shards_resumed']} of {_count(n_shards, 'shard')}"
+        print(f"resumed {manifest['shards_resumed']} of {count(n_shards, 'shard')}"
               + (f"; redid {len(redone)} whose scenes changed" if redone else ""))
     print(f"time: {t['wall']:.2f} s wall; written to {out}")
 
@@ -261,7 +258,7 @@ def _cmd_generate(args) -> int:
         pipeline = PerceptionPipeline.from_config(perception)
         manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress)
         p = manifest["perception"]
-        print(f"perception: {_count(p['images'], 'image')}, {_count(p['ok'], 'scene')}, {p['filtered']} filtered, "
+        print(f"perception: {count(p['images'], 'image')}, {count(p['ok'], 'scene')}, {p['filtered']} filtered, "
               f"{p['failed']} failed {p['failed_by_reason']}; intrinsics {p['intrinsics_sources']}")
     else:
         manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
@@ -295,8 +292,8 @@ def _cmd_export(args) -> int:
     if prepared.resumed:
         raise SpatialForgeError(f"--dest {dest}: holds an earlier export; use --overwrite to replace it")
     info = export_llava(args.out_dir, dest)
-    skipped = f"; {_count(info['skipped'], 'image')} without questions left out" if info["skipped"] else ""
-    print(f"exported {_count(info['records'], 'record')} ({info['qa_pairs']} QA pairs) to {info['path']}{skipped}")
+    skipped = f"; {count(info['skipped'], 'image')} without questions left out" if info["skipped"] else ""
+    print(f"exported {count(info['records'], 'record')} ({info['qa_pairs']} QA pairs) to {info['path']}{skipped}")
     if info["records"] == 0:
         raise RunFailedError(f"{args.out_dir}: no image with questions to export")
     return 0

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from spatialforge._text import count
 from spatialforge.errors import ConfigError, DatasetError
 from spatialforge.eval.answers import parse_answer
 from spatialforge.eval.metrics import score_item, summarize, write_summary
@@ -158,8 +159,8 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
         chunk = todo[s:s + chunk_size]
         answers = model.answer(chunk, progress=False, use_image=use_image)
         if len(answers) != len(chunk):
-            raise DatasetError(f"model {model.name} returned {_count(len(answers), 'answer')} for "
-                               f"{_count(len(chunk), 'question')}")
+            raise DatasetError(f"model {model.name} returned {count(len(answers), 'answer')} for "
+                               f"{count(len(chunk), 'question')}")
         recs = []
         for item, ans in zip(chunk, answers, strict=True):
             if ans.error:
@@ -184,10 +185,6 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
         "model_errors": dict(errors), "seconds": round(time.perf_counter() - start, 3),
     })
     return summary
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def read_answers(path: str | os.PathLike[str]) -> tuple[dict[str, str | None], dict[str, Any]]:

@@ -41,6 +41,7 @@ __all__ = [
     "apply_umask",
     "atomic_path",
     "check_output_file",
+    "check_output_location",
     "current_umask",
     "make_temp_dir",
     "prepare_output_dir",
@@ -167,17 +168,23 @@ def check_output_location(out: str | os.PathLike[str], inputs: Iterable[str | os
     for place, what in places:
         if _inside(place, target):
             raise ConfigError(f"{flag} {out}: refusing a folder that contains {what} ({place}); give a new folder")
+    _check_inputs(out, target, inputs, flag, folder=True)
+    return target
+
+
+def _check_inputs(out: Any, target: Path, inputs: Iterable[Any], flag: str, *, folder: bool) -> None:
+    """Refuse an output equal to or inside an input, or (a folder) containing one."""
+    what = "folder" if folder else "file name"
     for inp in inputs:
         if inp is None:
             continue
         src = _resolve(inp)
         if target == src:
-            raise ConfigError(f"{flag} {out}: is the input {inp}; give a separate output folder")
+            raise ConfigError(f"{flag} {out}: is the input {inp}; give a separate output {what}")
         if _inside(target, src):
-            raise ConfigError(f"{flag} {out}: lies inside the input {inp}; give a folder outside it")
-        if _inside(src, target):
+            raise ConfigError(f"{flag} {out}: lies inside the input {inp}; write it outside")
+        if folder and _inside(src, target):
             raise ConfigError(f"{flag} {out}: contains the input {inp}; give a folder that does not hold it")
-    return target
 
 
 def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -251,15 +258,7 @@ def check_output_file(out: str | os.PathLike[str], inputs: Iterable[str | os.Pat
                       flag: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
     """Check a single output file: not inside (or equal to) an input, not a folder, the right suffix."""
     path = Path(out)
-    target = _resolve(out)
-    for inp in inputs:
-        if inp is None:
-            continue
-        src = _resolve(inp)
-        if target == src:
-            raise ConfigError(f"{flag} {out}: is the input {inp}; give another file name")
-        if _inside(target, src):
-            raise ConfigError(f"{flag} {out}: lies inside the input {inp}; write it elsewhere")
+    _check_inputs(out, _resolve(out), inputs, flag, folder=False)
     if path.is_dir():
         raise ConfigError(f"{flag} {out}: is a folder; give a file name")
     if suffixes and path.suffix.lower() not in suffixes:

@@ -18,6 +18,7 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
+from spatialforge._text import count  # re-exported for the perception modules
 from spatialforge.errors import ConfigError
 
 __all__ = ["check_number", "count", "positive_int"]
@@ -58,6 +59,3 @@ def positive_int(value: Any, what: str, *, error: type[Exception] = ConfigError)
     return int(value)
 
 
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """``count(1, "image") == "1 image"``, ``count(2, "box", "boxes") == "2 boxes"``."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from spatialforge._text import shown
 from spatialforge.errors import ConfigError
 from spatialforge.io.config_file import read_config_file
 from spatialforge.io.sectioned_config import coerce_value
@@ -283,10 +284,6 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _shown(items: list[Any], k: int = 4) -> str:
-    return ", ".join(str(i) for i in items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
-
-
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between two :meth:`PerceptionConfig.output_settings`, one short phrase per setting.
 
@@ -305,8 +302,8 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if isinstance(x, list) and isinstance(y, list):
             added = [v for v in y if v not in x]
             removed = [v for v in x if v not in y]
-            parts = ([f"{count(len(added), 'entry', 'entries')} added ({_shown(added)})"] if added else []) + \
-                    ([f"{count(len(removed), 'entry', 'entries')} removed ({_shown(removed)})"] if removed else [])
+            parts = ([f"{count(len(added), 'entry', 'entries')} added ({shown(added)})"] if added else []) + \
+                    ([f"{count(len(removed), 'entry', 'entries')} removed ({shown(removed)})"] if removed else [])
             out.append(f"{key}: {', '.join(parts) or 'reordered'}")
         else:
             out.append(f"{key} {x!r} -> {y!r}")

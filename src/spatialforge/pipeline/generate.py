@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from spatialforge import __version__
+from spatialforge._text import count, shown
 from spatialforge.core.types import RGBDScene, SceneGraph
 from spatialforge.errors import SceneError, SpatialForgeError
 from spatialforge.geometry.config import GeometryConfig
@@ -149,14 +150,6 @@ def scene_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _shown(names: list[str], k: int = 5) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
 def _read_state(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -189,8 +182,8 @@ def _check_same_run(prev: dict[str, Any], now: dict[str, Any], out_dir: Path) ->
     if before != after:
         added = sorted(set(after) - set(before))
         removed = sorted(set(before) - set(after))
-        parts = ([f"{_count(len(added), 'scene')} added ({_shown(added)})"] if added else []) + \
-                ([f"{_count(len(removed), 'scene')} removed ({_shown(removed)})"] if removed else [])
+        parts = ([f"{count(len(added), 'scene')} added ({shown(added)})"] if added else []) + \
+                ([f"{count(len(removed), 'scene')} removed ({shown(removed)})"] if removed else [])
         raise SpatialForgeError(f"{out_dir}: cannot resume: the input scenes changed since the run started: "
                                 f"{', '.join(parts) or 'the shard layout changed'}; use a new --out or --overwrite")
 
@@ -248,8 +241,8 @@ def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateCo
                 bar.update(len(chunk))
                 continue
             redone.append({"shard": shard_path.name, "edited": edited})
-            log(f"redoing {shard_path.name}: {_count(len(edited), 'scene')} changed since it was written "
-                f"({_shown(edited)})")
+            log(f"redoing {shard_path.name}: {count(len(edited), 'scene')} changed since it was written "
+                f"({shown(edited)})")
         st = _new_state()
         rows = []
         for folder in chunk:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spatialforge._optional import require
+from spatialforge._text import count
 from spatialforge.errors import ConfigError, SpatialForgeError
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.outdir import prepare_output_dir
@@ -414,7 +415,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         general = GeneralExamples(open_general_dataset(data.general_data, data.general_split, data.general_config),
                                   name=str(data.general_data), limit=data.general_limit)
     n_spatial, n_general = len(spatial or ()), len(general or ())
-    log(f"examples: {n_spatial} spatial (from {_count(len(spatial.scene_ids) if spatial else 0, 'image')}), "
+    log(f"examples: {n_spatial} spatial (from {count(len(spatial.scene_ids) if spatial else 0, 'image')}), "
         f"{n_general} general; spatial share {data.spatial_share:g} (by examples)")
 
     model = load_base_model(config.model, cuda=cuda)
@@ -527,7 +528,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     if trainer.is_world_process_zero():
         atomic_write_json(out / SUMMARY_FILE, summary)
     measured = summary["mix"]["measured"]
-    log(f"done: {_count(steps, 'step')} in {train_time:.1f} s, {describe_loss(summary)}, spatial share "
+    log(f"done: {count(steps, 'step')} in {train_time:.1f} s, {describe_loss(summary)}, spatial share "
         f"{_fmt(measured['spatial_share_examples'])} of examples / {_fmt(measured['spatial_share_tokens'])} "
         "of tokens")
     return summary
@@ -539,9 +540,9 @@ def _check_device(torch: Any, device: str) -> bool:
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device {device}: CUDA is not available")
         if ":" in device:
-            index, count = int(device.split(":", 1)[1]), torch.cuda.device_count()
+            index, count = int(device.split(":", 1)[1]), torch.cuda.devicecount()
             if index >= count:
-                raise ConfigError(f"train.device {device}: only {_count(count, 'CUDA device')} visible")
+                raise ConfigError(f"train.device {device}: only {count(count, 'CUDA device')} visible")
             if count > 1:  # transformers' Trainer spreads one process over every visible GPU
                 raise ConfigError(f"train.device {device}: {count} GPUs are visible and the trainer uses all of "
                                   f"them; make GPU {index} the only one with CUDA_VISIBLE_DEVICES={index}")
@@ -559,7 +560,7 @@ def describe_loss(summary: Mapping[str, Any]) -> str:
     if summary.get("final_loss") is not None and losses:
         return f"final loss {summary['final_loss']:.4g} (logged at step {losses[-1]['step']})"
     steps = int(summary.get("steps") or 0)
-    text = f"no loss logged ({_count(steps, 'step')}; a loss is logged every {summary.get('log_every', '?')}: " \
+    text = f"no loss logged ({count(steps, 'step')}; a loss is logged every {summary.get('log_every', '?')}: " \
            "train.log_every)"
     mean = summary.get("mean_loss")
     return text + (f", mean training loss {mean:.4g}" if mean is not None else "")
@@ -571,10 +572,6 @@ def _finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt(value: float | None) -> str:
