@@ -6,7 +6,9 @@ Three readers, each returning a :class:`~spatialforge.eval.types.ParsedAnswer`, 
   given in that unit), a ratio (``"ratio"``) or a clock hour (``"clock"``);
 * :func:`parse_yes_no` — a bool;
 * :func:`parse_choice` — the index of the option the reply names;
-* :func:`parse_answer` — dispatch on a question's ``kind`` / ``unit``.
+* :func:`parse_answer` — dispatch on a question's ``kind`` / ``unit``; optionally with the question's
+  text, type (``"left_predicate"``, ``"close_choice"`` ...) and compared objects (:func:`item_subjects`),
+  which let a reply that states a relation instead of yes / no or an option name be read.
 
 Text is normalised first: Unicode NFKC (full-width digits, ``㎝``), typographic quotes and primes
 (``2′6″``), dashes, vulgar fractions (``1½``), Markdown emphasis / code, LaTeX ``\\text{}`` and
@@ -18,7 +20,7 @@ Quantities
     * A *mention* is a number (digits with ``,`` / space thousands or a decimal comma, fractions,
       words: "one and a half", "a dozen", "half a", "a couple of") with a unit ("1.5m", "3 ft 2 in",
       ``2'6"``, "a metre and a half"), a range ("between 2 and 3 m", "2-3 m", "2 to 3 metres",
-      "2 or 3 metres": status ``range``, value = midpoint, flag ``range``) or, for a length, a bare
+      "2 or 3 metres", "3~4 m": status ``range``, value = midpoint, flag ``range``) or, for a length, a bare
       number ("about 2": metres, flag ``unit_assumed``). A bare number only counts when it ends a
       clause ("the answer is 2.") or follows a hedge / bound ("about 2 from"), so "the 2 chairs" and
       "3D" never do; numbers with other units (degrees, %, m², m/s, pixels) never do.
@@ -27,7 +29,17 @@ Quantities
       "thus", "hence", "the answer is", "answer:", "in total", "=" ...; chain-of-thought replies
       end this way); without one, the first mention (direct replies state the answer first and
       elaborate after: "The chair is 0.8 m from the table, which is 2 m wide" -> 0.8 m).
-      Flag ``multiple`` (and ``conclusion`` when a marker decided). A mention in parentheses right
+      Flag ``multiple`` (and ``conclusion`` when a marker decided). Lengths stated of a reference
+      object are not the answer when another length is stated: a clause that opens with (or a part that
+      starts at) "given", "using", "assuming", "since", "because", "considering", "knowing", "based on",
+      "compared to", "relative to", "if", or that says "typical(ly)", "standard", "usually", "on
+      average", "as a reference", "for scale" (flag ``reference``): "Using the standard height of a
+      door (about 2 meters) as a reference, the window appears to be about 1.2 meters wide" -> 1.2 m.
+      With the question known and no concluding marker, the length attached to the question's subject
+      wins: its noun before the length (+2), the asked dimension ("wide", "tall", "apart" ...) around it
+      (+1), "appears / looks / measures" before it (+1), another dimension right next to it (-2); the
+      first best (flag ``subject``): "The door is 2 m tall and the window is 1.2 m wide" to "How wide is
+      the window?" -> 1.2 m. A mention in parentheses right
       after another ("1.5 m (5 ft)") or joined by "or" / "/" / "i.e." with a value within 20 % is
       the same answer in other units and is dropped. Units with a number count before bare numbers.
     * Hedges ("about", "roughly", "~", "≈", "a bit over", "just under", "or so") -> flag ``approx``;
@@ -36,6 +48,11 @@ Quantities
     * Ratios: "1.5 times", "1.5x", "twice" (2), "thrice", "double", "half as tall" (0.5),
       "50% taller" (1.5), "20% shorter" (0.8), "3:2" (1.5), "N times shorter/smaller" (1/N, flag
       ``inverse``), "the same height" (1, flag ``implicit``); lengths are ignored.
+    * Q-Spatial Bench's format ``\\scalar{VALUE} \\distance_unit{UNIT}`` (spaced, braces padded,
+      backslashes doubled or missing, ``\\distance\\_unit``, the unit in words or abbreviated, or
+      written after the box): the last well-formed box is the answer whenever present, read as "VALUE
+      UNIT" (so ``\\scalar{1.5-2}`` is a range, ``\\scalar{two}`` is 2; flag ``boxed``), whatever
+      lengths the reasoning before it states. A box with no readable number is ignored.
     * Clock: "3 o'clock", "3 o' clock", "three o'clock", "3:00" (hour ``int``); a convention such as
       "with 12 o'clock pointing away from the camera" is not the answer. A range of hours ("between
       2 and 3 o'clock") gives the circular midpoint as a float (status ``range``).
@@ -48,33 +65,80 @@ Yes / no
     Both polarities stated ("Yes. No, wait", "yes and no") -> ``ambiguous``. Without such a word: a
     negated first sentence ("It is not on the left.", "It isn't.") -> ``False`` with flag
     ``implicit``; a bare confirmation ("It is.", "They are indeed.") -> ``True`` with flag
-    ``implicit``; any other statement -> ``no_answer`` (the question is not known here, so "The mug
-    is to the right of the plate" cannot be judged).
+    ``implicit``; "It isn't.", "It does not appear so." -> ``False`` with flag ``implicit``. A yes /
+    no closing a clause after a comma ("After examining the positions, no.") or after "I think",
+    "probably", "likely" ("Not sure, but I think no." -> ``False``, flag ``hedged``) counts as a
+    leading word. Without such a word and with the question known, the relation the reply states
+    decides (see Relations): "In fact, A is to the right of B." to "Is A to the left of B?" -> ``False``
+    (flags ``relation``, ``implicit``); relations that contradict each other -> ``ambiguous``. A
+    leading yes / no always wins over a stated relation. Without the question, a negated first sentence
+    that names a relation ("It is not on the left.", "The mug is not to the left of the plate.") ->
+    ``False`` (flag ``implicit``). Anything else is unanswered, never "No": refusal phrases (see
+    Refusals) -> ``refusal``, other statements ("The mug is to the right of the plate" with no question,
+    "The mug is in front of the plate" to a left / right question) -> ``no_answer``.
 
 Choice
     An option is *named* by its full words (articles and plural -s ignored, "leftmost" ~ "on the
     left" ~ "left"), else by its core before a preposition if unique ("the blue mug" for "the blue
     mug on the left"), else by a distinctive word (a word of only one option; colours and nouns
-    before spatial words). A reply starting with a letter ("B", "(b)", "Option B") picks by letter.
+    before spatial words).
     Mentions inside a restated question ("Which is closer, A or B? B.") are ignored when the rest
     names an option. Exactly one option named -> it. Several named -> ``ambiguous`` if the reply
     says "both", "either", "neither", "equally" or "the same"; otherwise the first *subject* mention
     after the last concluding marker ("The table is farther, so the chair is closer" -> the chair),
-    else the first subject mention, else the first mention. Flag ``both_named``. A mention right
+    else the first subject mention, else the first mention. Flag ``both_named``. Mentions inside a
+    concessive clause ("Although the chair looks bigger, ...", "while X ...", "whereas X ...") are
+    dropped when others remain. "Both" / "same" make the reply ambiguous unless a contrast follows that
+    names one option ("The chair and table are both in view, but the chair is closer." -> the chair).
+    A mention right
     after a preposition, "than", "as", "not", "comparing" (or coordinated with such a mention:
     "between the table and the chair, ...") is an object, not a subject ("Compared with the table,
     the chair is closer" -> the chair; "It's not the chair, it's the table" -> the table). A subject
     whose verb is negated yields to a later un-negated subject ("The table is not closer; the chair
     is." -> the chair, flag ``negated_subject``). So "The chair is taller than the table" -> the
     chair and "The table is shorter than the chair" -> the table: the question's polarity is not
-    known here, the subject of the first clause is taken as the answer. With two options, naming
-    only one, after "not", picks the other (flag ``by_elimination``). No option named ->
+    known, the subject of the first clause is taken as the answer. With the question (or its type)
+    known, a reply stating a relation on the asked axis is read by it first (see Relations): "The lamp
+    is shorter than the bookshelf." to "Which is taller?" -> the bookshelf, "The table is farther from
+    the camera than the chair." to "Which is closer?" -> the chair, also when only one option is named
+    (flag ``by_elimination``). With two options, naming
+    only one, after "not", picks the other (flag ``by_elimination``). Option letters: a reply that
+    names no option but opens with a letter ("B", "(b)", "[A]", "A.", "Option B", "The answer is (B)")
+    or holds a bracketed or uppercase one ("[A]", "(B)", "answer: C") picks by letter (flag
+    ``letter``); a lowercase "a" inside a sentence is the article. "The first one", "the second
+    region", "the former / latter" pick by position (flag ``ordinal``). No option named ->
     ``ambiguous`` if the reply uses a spatial reference that no option contains ("the leftmost
     one" for "the chair" / "the table"), else ``no_answer``.
 
+Relations
+    Axes and directions: left / right; above, higher, over / below, lower, under; in front, closer,
+    nearer, less distant / behind, farther, further back, deeper, more distant (closer to the camera or
+    to an object alike; "further left" is an intensifier); taller, greater height / shorter, less tall;
+    wider, broader, more across / narrower, thinner; bigger, larger, more space / smaller. A
+    comparative right after a dimension noun takes its axis ("A's height is not larger than B's"). The
+    asked relation is the question type's ("left_predicate", "far_choice", SpatialRGPT's categories
+    too) or else the question's first relation outside the option names; a yes / no question's
+    subject is the object named before the relation, its object the one after it (or ``subjects``
+    located in the question). In the reply (option and object names masked), each relation on the
+    asked axis has a subject: the nearest object named before it in its clause that is not after a
+    preposition, "than" or "not"; else one named after "is" ("Positioned to the left is Region [1]");
+    else ("it", or no subject) the last subject earlier in the sentence ("The box isn't higher than the
+    mug; it's lower."); else, for yes / no, the question's subject. Relation words used as a name's
+    adjective ("the farther grey table") are not relations, nor is "closer to the wall" when the
+    question asks about the camera. Its polarity: "not", "n't", "never", "no" before it in its clause,
+    unless it negates a name ("the table and not the chair is closer"); "not as tall as" = shorter, an
+    unnegated "as tall as" states no direction. A yes / no reply agrees when the stated direction,
+    flipped by a negation, and flipped again when the subject is the question's second object,
+    equals the asked one. A choice reply picks the subject when it agrees, else the other of two
+    options (or the named object it is compared with). Several relations must agree, or those after
+    the last concluding marker decide; else a choice falls back to the rules above.
+
 Refusals
     "I cannot determine", "impossible to tell", "I don't know", "I'm not sure", "sorry", "hard to
-    say", "not enough information" ... -> ``refusal``, unless the reply still commits to a value:
+    say", "not enough information", "there isn't enough information", "the image does not show ...",
+    "not (clearly) visible", "not in the image", "cannot be answered / judged / compared", "too blurry
+    / dark", "partially occluded", "no way to know", "would need a different view", "without depth
+    information", "depends on", "no idea" ... -> ``refusal``, unless the reply still commits to a value:
     one in another sentence, before the refusal in its sentence ("About 2 m, though I can't be
     sure"), or after a contrast ("..., but it looks like 2 m"): then the value with flag ``hedged``.
     A leading "No" in the refusal's sentence ("No, I can't tell") is a refusal, as is a choice
@@ -83,18 +147,22 @@ Refusals
 
 Flags
     ``approx``, ``bound``, ``negative``, ``range``, ``unit_assumed``, ``inverse`` (what a number
-    says); ``multiple``, ``conclusion``, ``both_named``, ``negated_subject``, ``by_elimination``,
-    ``letter`` (how it was chosen); ``implicit`` (no explicit yes / no / number); ``hedged`` (a value
+    says); ``multiple``, ``conclusion``, ``reference``, ``subject``, ``boxed``, ``relation``,
+    ``both_named``, ``negated_subject``, ``by_elimination``, ``letter``, ``ordinal`` (how it was
+    chosen); ``implicit`` (no explicit yes / no / number); ``hedged`` (a value
     despite a refusal phrase); ``both`` (yes and no); ``unresolved_reference``; ``value_in_refusal``.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 from spatialforge.eval.types import ParsedAnswer
 from spatialforge.qa.refer import singular
@@ -102,6 +170,7 @@ from spatialforge.qa.refer import singular
 __all__ = [
     "LENGTH_UNITS",
     "UNIT_ALIASES",
+    "item_subjects",
     "normalize_text",
     "parse_answer",
     "parse_choice",
@@ -216,6 +285,24 @@ _REFUSAL = re.compile(
     r"|\b(?:hard|difficult|tricky) to (?:tell|say|determine|judge|estimate|know|see)\b"
     r"|\b(?:insufficient|not enough) (?:information|info|detail|details|context|data|visual)\b"
     r"|\bunclear\b|\bnot clear\b|\bnot (?:visible|shown) in\b|\bn/a\b|\bno answer\b|\bunanswerable\b"
+    # paraphrases: what the image does not show, what is missing, what would be needed
+    r"|n't enough\b|\bnot (?:sufficient|enough)\b|\bno idea\b|\bno (?:clear )?indication\b"
+    r"|\b(?:does|do|did)(?: not|n't) (?:clearly |fully |really |actually )?(?:show|provide|give|contain|include|"
+    r"reveal|allow|offer|depict|let me)\b"
+    r"|(?:\bnot|n't|\bnever) (?:clearly |fully |entirely |directly |easily |readily )?(?:visible|shown|"
+    r"discernible|distinguishable|identifiable|apparent|evident|depicted|in view|"
+    r"in (?:the|this) (?:image|picture|photo|frame|scene))\b"
+    r"|\bcan(?:not|'t| not) (?:be )?(?:clearly |reliably |accurately )?(?:seen|answered|judged|compared|resolved|"
+    r"established|ascertained|discerned|made out)\b"
+    r"|\btoo (?:blurry|blurred|dark|small|grainy|pixelated|ambiguous|unclear|far away|occluded|obscured|cropped|low)\b"
+    r"|\b(?:fully|completely|partially|partly|largely|heavily|mostly) (?:occluded|obscured|hidden|cut off)\b"
+    r"|\bout of (?:the )?frame\b|\bno (?:way|means) (?:for (?:me|us) )?to\b"
+    r"|\b(?:would|will) need (?:more|a|an|additional|another|better|further)\b"
+    r"|\bneed (?:more|additional|further) (?:information|context|details?|views?)\b"
+    r"|\b(?:don't|do not) have (?:access|enough|sufficient)\b"
+    r"|\b(?:without|lacking|lack of|lacks|no) (?:any |enough |sufficient |clear |reliable )?(?:depth (?:information|"
+    r"cues?|data)|scale|reference|context|visual cues?)\b"
+    r"|\bdepends on\b|\bambiguous\b|\bindeterminate\b|\binconclusive\b"
 )
 _CONTRAST = re.compile(
     r"\b(?:but|however|though|although|that said|nevertheless|nonetheless|still|if i had to|best guess|"
@@ -660,6 +747,8 @@ class _Reader:
         """``2-3 m``, ``2 to 3 metres``, ``between 2 and 3 m``, ``2 or 3 metres`` after mention ``m``."""
         conn = self.word(k) or self.sym(k)
         ok = conn in ("-", "to") or (conn == "and" and self.between_before(i)) or (conn == "or" and m.kind == "bare")
+        if conn == "~" and k + 1 < self.n:  # "3~4 m", "3 ~ 4 m" ("3 m ~ 10 ft" is a restatement)
+            ok = m.kind == "bare" or (self.toks[k].attached and self.toks[k + 1].attached)
         if not ok or m.kind == "other" or k + 1 >= self.n:
             return m, k
         j = k + 1
@@ -809,7 +898,93 @@ def _drop_alternatives(low: str, cands: list[_Mention]) -> list[_Mention]:
     return out
 
 
-def _quantity_result(low: str, clean: str, cands: list[_Mention], flags_extra: tuple[str, ...]) -> ParsedAnswer:
+_REF_MARKER = re.compile(r"\b(?:given(?: that)?|using|assuming|assume|since|because|considering|knowing(?: that)?|"
+                         r"based on|compared (?:to|with)|relative to|if|taking|for (?:reference|comparison|scale))\b")
+# a clause naming a reference (anywhere in it), or stating a typical size (from that word on)
+_REF_CLAUSE = re.compile(r"\b(?:as (?:a )?reference|for reference|reference (?:object|point|size|height)|for scale|"
+                         r"as a (?:guide|yardstick|benchmark))\b")
+_REF_WORDS = re.compile(r"\b(?:typical(?:ly)?|standard|usually|on average|average|normally|generally|commonly|"
+                        r"known (?:size|height|width|length))\b")
+_ANCHOR = re.compile(r"\b(?:appears?|looks?|seems?|measures?|estimated?|i(?:'d| would)? estimate)\b[^,;.]*$")
+_Q_STOP = frozenset(_wordlist(
+    "how what which who whose where is are was were the a an of between and from to in on at far wide tall high long "
+    "deep big large small distance height width length depth size apart away much many meter metre feet foot inch cm "
+    "centimeter centimetre estimate estimated approximately roughly approximate image picture photo scene camera "
+    "this that these those doe do me you tell give measure it its their minimum maximum min max direct horizontal "
+    "vertical horizontally vertically please answer object top bottom base surface edge side part center centre point "
+    "two one gap space each other could can would will your closest nearest shortest"))
+# (the question asks it, words that state it near a length, words that state it unmistakably)
+_Q_DIMENSIONS = (
+    (re.compile(r"\b(?:tall|height|high)\b"), frozenset(_wordlist("tall height high"))),
+    (re.compile(r"\b(?:wide|width|broad)\b"), frozenset(_wordlist("wide width across broad"))),
+    (re.compile(r"\b(?:long|length)\b"), frozenset(_wordlist("long length"))),
+    (re.compile(r"\b(?:deep|depth)\b"), frozenset(_wordlist("deep depth"))),
+    (re.compile(r"\b(?:far|distance|apart|away|between|gap)\b"),
+     frozenset(_wordlist("apart away from distance between far gap"))),
+)
+_DIMENSION_WORDS = (frozenset(_wordlist("tall height high")), frozenset(_wordlist("wide width across broad")),
+                    frozenset(_wordlist("long length")), frozenset(_wordlist("deep depth")),
+                    frozenset(_wordlist("apart away distance far gap")))
+
+
+def _plain_words(text: str) -> set[str]:
+    return {singular(w) for w in re.findall(r"[a-z]+", text)}
+
+
+def _quantity_clauses(low: str) -> list[tuple[int, int]]:
+    """Clauses of a reply (commas, semicolons, sentence ends; not inside parentheses)."""
+    bounds, depth = [0], 0
+    for i, ch in enumerate(low):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+        elif depth == 0 and (ch in ";!?\n" or (ch in ",:." and (i + 1 == len(low) or low[i + 1].isspace()))):
+            bounds.append(i + 1)
+    bounds.append(len(low))
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _reference_spans(low: str, clauses: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Where a reply states a reference object's size: "Given that a typical counter is 36 in tall, ..."."""
+    out = []
+    for a, b in clauses:
+        if _REF_CLAUSE.search(low, a, b):
+            out.append((a, b))
+            continue
+        starts = [m.start() for rx in (_REF_MARKER, _REF_WORDS) for m in [rx.search(low, a, b)] if m is not None]
+        if starts:
+            out.append((min(starts), b))
+    return out
+
+
+def _by_subject(low: str, pool: list[_Mention], clauses: list[tuple[int, int]], question: str) -> _Mention:
+    """The length stated of the question's subject (its noun before the length, its dimension around it)."""
+    q = _lower(normalize_text(question))
+    subject = {w for w in _plain_words(q) if w not in _Q_STOP and len(w) > 1}
+    dims: frozenset[str] = frozenset()
+    others: set[str] = set()
+    for k, (rx, words) in enumerate(_Q_DIMENSIONS):
+        if rx.search(q):
+            dims = words
+            others = {w for j, ws in enumerate(_DIMENSION_WORDS) if j != k for w in ws} - words
+            break
+    best, best_score = pool[0], 0
+    for n, c in enumerate(pool):
+        a, b = next(((a, b) for a, b in clauses if a <= c.start < b), (0, len(low)))
+        before = low[max(a, pool[n - 1].end if n else 0):c.start]
+        after = low[c.end:min(b, pool[n + 1].start if n + 1 < len(pool) else len(low))]
+        near = _plain_words(" ".join(before.split()[-4:] + after.split()[:3]))
+        score = 2 * bool(subject & _plain_words(before)) + bool(dims & _plain_words(before + " " + after))
+        score += _ANCHOR.search(before) is not None
+        score -= 2 * bool(others & near and not dims & near)  # "1.6 m tall" does not answer "how far"
+        if score > best_score:
+            best, best_score = c, score
+    return best
+
+
+def _quantity_result(low: str, clean: str, cands: list[_Mention], flags_extra: tuple[str, ...],
+                     question: str | None = None, lengths: bool = False) -> ParsedAnswer:
     starts = _sentence_starts(clean)
     refusals = _refusals(low)
     if not cands:
@@ -818,10 +993,24 @@ def _quantity_result(low: str, clean: str, cands: list[_Mention], flags_extra: t
     chosen = cands[0]
     if len({round(c.value, 9) for c in cands}) > 1:
         flags.append("multiple")
-        marker = _conclusion_after(low, [c.start for c in cands])
-        if marker is not None:
-            chosen = next(c for c in cands if c.start >= marker)
-            flags.append("conclusion")
+        pool = cands
+        clauses = _quantity_clauses(low) if lengths else []
+        if lengths:  # a reference object's size is not the answer
+            refs = _reference_spans(low, clauses)
+            outside = [c for c in pool if not any(a <= c.start < b for a, b in refs)]
+            if outside and len(outside) < len(pool):
+                pool = outside
+                flags.append("reference")
+        chosen = pool[0]
+        if len({round(c.value, 9) for c in pool}) > 1:
+            marker = _conclusion_after(low, [c.start for c in pool])
+            if marker is not None:
+                chosen = next(c for c in pool if c.start >= marker)
+                flags.append("conclusion")
+            elif lengths and question:
+                chosen = _by_subject(low, pool, clauses, question)
+                if chosen is not pool[0]:
+                    flags.append("subject")
     if refusals:
         if not _committed(low, starts, refusals, chosen.start):
             return ParsedAnswer("refusal", flags=("value_in_refusal",))
@@ -831,17 +1020,44 @@ def _quantity_result(low: str, clean: str, cands: list[_Mention], flags_extra: t
                         tuple(dict.fromkeys(flags)), clean[chosen.start:chosen.end])
 
 
-def parse_quantity(text: str, unit: str = "m") -> ParsedAnswer:
+# Q-Spatial Bench's answer format: \scalar{VALUE} \distance_unit{UNIT} (also without backslashes, spaced, escaped)
+_BOXED = re.compile(r"(?<![A-Za-z])\\{0,2}scalar\s*\{\s*([^{}]*?)\s*\}"
+                    r"(?:[\s,;:\\\"'`]*?(?<![A-Za-z])\\{0,2}distance\s*\\?_?\s*unit\s*\{\s*([^{}]*?)\s*\})?",
+                    re.IGNORECASE)
+
+
+def _boxed(clean: str, unit: str) -> ParsedAnswer | None:
+    """The last well-formed ``\\scalar{..} \\distance_unit{..}`` answer of a reply, read as "VALUE UNIT"."""
+    refused = bool(_refusals(_lower(clean)))
+    for m in reversed(list(_BOXED.finditer(clean))):
+        unit_word = (m.group(2) or "").strip()
+        if not unit_word:  # "\scalar{3} feet", "\scalar{3} \text{ft}"
+            after = re.match(r"\s*([A-Za-z]+\.?|[\"'])", clean[m.end():])
+            if after is not None and after.group(1).lower().rstrip(".") in UNIT_ALIASES:
+                unit_word = after.group(1)
+        res = parse_quantity(f"{m.group(1).strip()} {unit_word}".strip(), unit)
+        if res.answered:
+            flags = (*res.flags, "boxed", *(("hedged",) if refused else ()))
+            return ParsedAnswer(res.status, res.value, tuple(dict.fromkeys(flags)), clean[m.start():m.end()])
+    return None
+
+
+def parse_quantity(text: str, unit: str = "m", question: str | None = None) -> ParsedAnswer:
     """The length / ratio / clock hour a reply states (rules in the module docstring).
 
     ``unit``: ``"m"`` (value in metres) or another unit of :data:`LENGTH_UNITS` (value in that unit),
     ``"ratio"`` (a pure number) or ``"clock"`` (an hour 1-12, ``int``; a range's midpoint is a float).
+    ``question``: when a reply states several lengths, the one of the question's subject is preferred.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if unit not in ("ratio", "clock") and unit not in LENGTH_UNITS:
         raise ValueError(f"unit must be 'ratio', 'clock' or a length unit {tuple(LENGTH_UNITS)}, got {unit!r}")
     clean = normalize_text(text)
+    if unit in LENGTH_UNITS and "scalar" in clean.lower():
+        boxed = _boxed(clean, unit)
+        if boxed is not None:
+            return boxed
     low = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", _lower(clean))  # "two-and-a-half", "twenty-five"
     reader = _Reader(low)
     mentions = reader.mentions()
@@ -890,7 +1106,7 @@ def parse_quantity(text: str, unit: str = "m") -> ParsedAnswer:
         cands = [m for m in mentions if m.kind == "bare" and _bare_ok(low, m)]
         extra = ("unit_assumed",) if cands else ()
     cands = _drop_alternatives(low, cands)
-    res = _quantity_result(low, clean, cands, extra)
+    res = _quantity_result(low, clean, cands, extra, question, lengths=True)
     if res.answered and per != 1.0 and res.value is not None:
         return ParsedAnswer(res.status, float(res.value) / per, res.flags, res.span)
     return res
@@ -899,9 +1115,11 @@ def parse_quantity(text: str, unit: str = "m") -> ParsedAnswer:
 # ----------------------------------------------------------------------------------------------- yes / no
 
 _NO_LEAD = re.compile(
-    r"(?:absolutely|certainly|definitely|of course|surely) not|not (?:at all|really|quite|exactly|correct|true|right|"
+    r"(?:absolutely|certainly|definitely|of course|surely|probably|likely|apparently|i (?:think|believe|guess|suppose))"
+    r" not|not (?:at all|really|quite|exactly|correct|true|right|"
     r"so|the case)|(?:that'?s|that is|this is|it'?s|it is|you'?re|you are) (?:not (?:correct|right|true|the case)|"
-    r"incorrect|wrong|false|untrue|mistaken)|i (?:don'?t|do not) (?:think|believe) so|by no means|no way|"
+    r"incorrect|wrong|false|untrue|mistaken)|i (?:don'?t|do not|wouldn'?t|would not) (?:think|believe|say) so|"
+    r"by no means|no way|"
     r"nope|nah|negative|incorrect|false|wrong|no(?![a-z'])")
 _YES_LEAD = re.compile(
     r"(?:yes|yeah|yep|yup|yea|correct|indeed|absolutely|affirmative|certainly|definitely|surely|sure|of course|"
@@ -916,7 +1134,20 @@ _FILLER = re.compile(
 _NO_NOT_BEFORE = frozenset(_wordlist(
     "one longer more less matter doubt idea object objects other such part single visible clear difference"))
 _EXPLICIT_YN = re.compile(
-    r"\b(?:answer(?: is)?|i(?:'d| would) say|so|therefore|thus|hence)\s*[:,]?\s*[\"']?(yes|no)(?![a-z'])")
+    r"\b(?:answer(?: is)?|i(?:'d| would) say|so|therefore|thus|hence|i think|i believe|i guess"
+    r"|i(?:'d| would) guess|probably|likely|my (?:best )?guess is|i(?:'m| am)? lean(?:ing)?(?: towards?)?)"
+    r"\s*[:,]?\s*[\"']?(yes|no)(?![a-z'])"
+    # a yes / no closing its sentence after a comma: "After examining the positions, no."
+    r"|[,;]\s*[\"']?(yes|no)[\"']?\s*(?=[.!,;]|$)")
+# "It isn't.", "It does not appear so.", "Not quite.": a denial with the relation left implicit
+_ELLIPTIC_NO = re.compile(
+    r"\W*(?:no,?\s*)?(?:[\w'\[\]]+\s+){0,5}?(?:(?:is|are|does|do|was|were|has|have|can|will|did)"
+    r"(?:\s+not|n't)|isn't|aren't|doesn't|don't|wasn't|weren't|hasn't|haven't|can't|won't|didn't)"
+    r"(?:\s+(?:appear|seem|look)(?:\s+(?:so|to be(?: the case)?|like it|that way))?|\s+(?:so|the case|that way|"
+    r"like that))?\W*")
+# words that state some relation (used when the question's relation is not known)
+_ANY_RELATION = re.compile(r"\b(?:on|onto|in|inside|into|next to|near|beside|touching|against|between|within|facing|"
+                           r"close to|far from|aligned|same|equal)\b")
 
 
 def _lead_at(low: str, pos: int) -> tuple[bool, int, int] | None:
@@ -946,8 +1177,14 @@ def _lead_at(low: str, pos: int) -> tuple[bool, int, int] | None:
     return None
 
 
-def parse_yes_no(text: str) -> ParsedAnswer:
-    """The yes / no a reply states (``value``: bool; rules in the module docstring)."""
+def parse_yes_no(text: str, question: str | None = None, *, qtype: str | None = None,
+                 subjects: Sequence[str] = ()) -> ParsedAnswer:
+    """The yes / no a reply states (``value``: bool; rules in the module docstring).
+
+    ``question`` (and ``qtype``, e.g. ``"left_predicate"``; ``subjects``, the names of the compared
+    objects in role order) let a reply that only states a relation be read: "In fact, A is to the right
+    of B." answers "Is A to the left of B?" with no.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     clean = normalize_text(text)
@@ -964,7 +1201,8 @@ def parse_yes_no(text: str) -> ParsedAnswer:
         if lead is not None:
             decisive.append((lead[1], lead[0], lead[2]))
     for m in _EXPLICIT_YN.finditer(masked):
-        decisive.append((m.start(1), m.group(1) == "yes", m.end(1)))
+        k = 1 if m.group(1) else 2
+        decisive.append((m.start(k), m.group(k) == "yes", m.end(k)))
     for m in re.finditer(r"\byes\b", masked):
         decisive.append((m.start(), True, m.end()))
     decisive.sort()
@@ -980,17 +1218,49 @@ def parse_yes_no(text: str) -> ParsedAnswer:
             return ParsedAnswer("ambiguous", flags=("both",), span=clean[pos:end])
         flags = ("hedged",) if refusals else ()
         return ParsedAnswer("ok", pol, flags, clean[pos:end])
+    frame = _question_frame(question, qtype, subjects, yes_no=True) if (question or qtype) else None
+    if frame is not None:
+        by_relation = _yes_no_by_relation(clean, low, frame)
+        if by_relation is not None:
+            value, (a, b) = by_relation
+            if value is _CONFLICT:
+                return ParsedAnswer("ambiguous", flags=("relation",))
+            if refusals and not _committed(low, starts, refusals, a):
+                return ParsedAnswer("refusal", flags=("value_in_refusal",))
+            flags = ("relation", "implicit", "hedged") if refusals else ("relation", "implicit")
+            return ParsedAnswer("ok", bool(value), flags, clean[a:b])
     if refusals:
         return ParsedAnswer("refusal")
     short = re.fullmatch(r"\W*(?:it|they|that|this|he|she|there|which)\s+(?:is|are|does|do|was|were|has|have|can|"
                          r"will|did)(?:\s+(?:indeed|so|true|correct|the case))?\W*", low)
     if short:
         return ParsedAnswer("ok", True, ("implicit",), clean)
+    if _ELLIPTIC_NO.fullmatch(re.sub(r"'(s|re) not\b", lambda m: {"s": " is", "re": " are"}[m.group(1)] + " not", low)):
+        return ParsedAnswer("ok", False, ("implicit",), clean)
     first = low[:starts[1]] if len(starts) > 1 else low
     neg = re.search(r"\b(?:not|never|neither|nor|no longer)\b|n't\b", first)
-    if neg:
+    if neg and frame is None and (_relations(first) or _ANY_RELATION.search(first)):
+        # a denied relation, the question unknown: "The mug is not to the left of the plate."
         return ParsedAnswer("ok", False, ("implicit",), clean[neg.start():neg.end()])
     return ParsedAnswer("no_answer")
+
+
+def _yes_no_by_relation(clean: str, low: str, frame: _Frame) -> tuple[object, tuple[int, int]] | None:
+    """(yes / no / conflict, span) from the relations a reply states on the asked axis; None if it states none."""
+    words = _choice_words(low)
+    hits = _option_hits(words, (frame.subject, frame.obj))[0] if frame.subject or frame.obj else []
+    stated = _stated_relations(clean, low, words, hits, frame)
+    if not stated:
+        return None
+    decisions: list[tuple[int, object]] = []
+    for st in stated:
+        role = st.subject
+        if role is None:  # "It is on the right.", "To the right of the plate.": the question's subject
+            role = 1 if st.other == 0 else 0
+        decisions.append((st.pos, st.agrees if role == 0 else not st.agrees))
+    value = _agreeing(decisions, low)
+    pick = next((st for st, (_, v) in zip(stated, decisions, strict=True) if v == value), stated[0])
+    return value, pick.span
 
 
 # ----------------------------------------------------------------------------------------------- choice
@@ -1011,7 +1281,17 @@ _PREPOSITIONS = frozenset(_wordlist(
 _OBJECT_MARKERS = _PREPOSITIONS | {"instead", "comparing", "compare", "whether", "either", "neither", "as"}
 _GENERIC = frozenset(_wordlist("one ones object objects thing things item items"))
 _BOTH = re.compile(r"\b(?:both|either|neither|equally|same|equal|identical|tied|a tie|similar(?:ly)?)\b")
-_LETTER = re.compile(r"\W*(?:(?:option|answer|choice)\s*:?\s*)?\(?([a-h])\)?(?:[.:)]|\s*$)")
+# an option letter opening the reply: "B", "(b)", "[A]", "A.", "Option B", "The answer is (B)"
+_LETTER = re.compile(r"\W*(?:(?:the\s+)?(?:correct\s+|final\s+)?(?:option|answer|choice)(?:\s+is)?\s*:?\s*)?"
+                     r"[\[(]?([a-h])[\])]?(?:[.:)\]]|\s*$)")
+# ... or anywhere: "[A]", "(B)", "option C", "answer: D" (an uppercase letter alone, never the article "a")
+_LETTER_ANY = re.compile(r"[\[(]([A-Ha-h])[\])]|\b(?:[Oo]ption|[Cc]hoice|[Aa]nswer(?: is)?)\s*:?\s*([A-H])\b"
+                         r"(?=\s*(?:$|[.,;:!)\]\n]))|(?<![\w'])([A-H])(?=\s*(?:$|[.:)\]]))")
+_ORDINAL = re.compile(r"\bthe (first|second|third|fourth|former|latter|last)\b"
+                      r"(?!\s+(?:time|step|glance|place|thing i|row|column|image|picture|photo|frame|sentence|word))"
+                      r"|\b(first|second|third|fourth|1st|2nd|3rd|4th) "
+                      r"(?:one|option|object|region|item|choice|candidate)\b")
+_ORDINAL_INDEX = {"first": 0, "1st": 0, "former": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3}
 
 
 @dataclass(frozen=True)
@@ -1106,8 +1386,34 @@ def _verb_negated(words: list[_W], hit: _Hit) -> bool:
     return len(nxt) >= 2 and nxt[0] in ("is", "are", "was", "were", "doe", "does", "do") and nxt[1] == "not"
 
 
-def parse_choice(text: str, options: Sequence[str]) -> ParsedAnswer:
-    """Which option a reply names (``value``: its index in ``options``; rules in the module docstring)."""
+def _letter_pick(clean: str, low: str, n: int) -> tuple[int, int, int] | None:
+    """(option index, start, end) of an option letter in the reply, if it names one of ``n`` options."""
+    m = _LETTER.match(low)
+    if m and ord(m.group(1)) - ord("a") < n:
+        return ord(m.group(1)) - ord("a"), m.start(1), m.end(1)
+    for m in _LETTER_ANY.finditer(clean):
+        k = next(g for g in (1, 2, 3) if m.group(g))
+        if ord(m.group(k).lower()) - ord("a") < n:
+            return ord(m.group(k).lower()) - ord("a"), m.start(k), m.end(k)
+    return None
+
+
+def _concessive_spans(low: str) -> list[tuple[int, int]]:
+    """"Although the chair looks bigger", "while the table is wider": clauses that do not give the answer."""
+    out = []
+    for m in _CONCESSIVE.finditer(low):
+        end = re.compile(r"[,;:!?\n]|\.(?=\s|$)|\bbut\b").search(low, m.end())
+        out.append((m.start(), end.start() if end else len(low)))
+    return out
+
+
+def parse_choice(text: str, options: Sequence[str], question: str | None = None, *,
+                 qtype: str | None = None) -> ParsedAnswer:
+    """Which option a reply names (``value``: its index in ``options``; rules in the module docstring).
+
+    ``question`` (and ``qtype``, e.g. ``"close_choice"``) give the asked relation, so that "The table is
+    farther than the chair." answers "Which is closer?" with the chair.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if isinstance(options, str) or len(options) == 0:
@@ -1118,22 +1424,61 @@ def parse_choice(text: str, options: Sequence[str]) -> ParsedAnswer:
     refusals = _refusals(low)
     words = _choice_words(low)
     hits, unmatched_qual = _option_hits(words, options)
-    letter = _LETTER.match(low)
     # an option letter decides only when the reply names no option (the prompt shows no letters, and
     # "A) the blue chair" names the chair whatever the letter says)
-    if letter and ord(letter.group(1)) - ord("a") < len(options) and not hits:
-        return ParsedAnswer("ok", ord(letter.group(1)) - ord("a"), ("letter",), clean[letter.start(1):letter.end(1)])
+    letter = _letter_pick(clean, low, len(options)) if not hits else None
+    if letter is not None:
+        return ParsedAnswer("ok", letter[0], ("letter",), clean[letter[1]:letter[2]])
     questions = [(a, b) for a, b in zip(starts, [*starts[1:], len(low)], strict=True)
                  if low[a:b].rstrip().endswith("?")]
     answer_hits = [h for h in hits if not any(a <= h.start < b for a, b in questions)]
     hits = answer_hits or hits  # a restated question ("Which is closer, A or B? B.") names both
     named = sorted({h.option for h in hits})
     if not hits:
+        ordinal = _ORDINAL.search(low)
+        if ordinal is not None:
+            word = ordinal.group(1) or ordinal.group(2)
+            k = len(options) - 1 if word in ("latter", "last") else _ORDINAL_INDEX[word]
+            if k < len(options) and (not refusals or _committed(low, starts, refusals, ordinal.start())):
+                return ParsedAnswer("ok", k, ("ordinal",), clean[ordinal.start():ordinal.end()])
         if refusals:
             return ParsedAnswer("refusal")
         if unmatched_qual:
             return ParsedAnswer("ambiguous", flags=("unresolved_reference",))
         return ParsedAnswer("no_answer")
+    frame = _question_frame(question, qtype, options, yes_no=False) if (question or qtype) else None
+    if frame is not None:
+        stated = _stated_relations(clean, low, words, hits, frame)
+        decisions: list[tuple[int, object]] = []
+        for st in stated:
+            if st.subject is None:
+                continue
+            if st.agrees:
+                decisions.append((st.pos, st.subject))
+            elif len(options) == 2:
+                decisions.append((st.pos, 1 - st.subject))
+            elif st.other is not None:
+                decisions.append((st.pos, st.other))
+        value = _agreeing(decisions, low) if decisions else _CONFLICT
+        if value is not _CONFLICT:
+            k = int(value)  # type: ignore[call-overload]
+            pos = next(p for p, v in decisions if v == k)
+            if refusals and not _committed(low, starts, refusals, pos):
+                return ParsedAnswer("refusal", flags=("value_in_refusal",))
+            flags = ["relation"]
+            if len(named) > 1:
+                flags.append("both_named")
+            if k not in named:
+                flags.append("by_elimination")
+            if refusals:
+                flags.append("hedged")
+            st = next(st for st in stated if st.pos == pos)
+            return ParsedAnswer("ok", k, tuple(flags), clean[st.span[0]:st.span[1]])
+    concessive = _concessive_spans(low)
+    main_hits = [h for h in hits if not any(a <= h.start < b for a, b in concessive)]
+    if main_hits and len(main_hits) < len(hits):
+        hits = main_hits  # "Although the chair looks bigger, the table is closer."
+        named = sorted({h.option for h in hits})
     flags: list[str] = []
     if len(named) == 1:
         pick = hits[0]
@@ -1146,13 +1491,19 @@ def parse_choice(text: str, options: Sequence[str]) -> ParsedAnswer:
                                  and not (h.start > r[1] and _CONTRAST.search(low, r[1], h.start))}) > 1
                             for r in refusals):
             return ParsedAnswer("refusal", flags=("value_in_refusal", "both_named"))
-        if _BOTH.search(low):
-            return ParsedAnswer("ambiguous", flags=("both_named",))
-        flags.append("both_named")
         pool = hits
-        marker = _conclusion_after(low, [h.start for h in hits])
+        both = [m for m in _BOTH.finditer(low) if not any(a <= m.start() < b for a, b in concessive)]
+        if both:
+            # "The chair and table are both in view, but the chair is closer.": what follows the contrast
+            turn = re.compile(r"\b(?:but|however|yet|still|that said)\b").search(low, both[-1].end())
+            after = [h for h in hits if turn is not None and h.start > turn.start()]
+            if not after or len({h.option for h in after}) > 1:
+                return ParsedAnswer("ambiguous", flags=("both_named",))
+            pool = after
+        flags.append("both_named")
+        marker = _conclusion_after(low, [h.start for h in pool])
         if marker is not None:
-            pool = [h for h in hits if h.start >= marker]
+            pool = [h for h in pool if h.start >= marker]
             flags.append("conclusion")
         subjects = [h for h in pool if not h.obj]
         pick = (subjects or pool)[0]
@@ -1169,15 +1520,394 @@ def parse_choice(text: str, options: Sequence[str]) -> ParsedAnswer:
     return ParsedAnswer("ok", int(pick.option), tuple(flags), span)
 
 
+# ----------------------------------------------------------------------------------------------- relations
+#
+# A *relation* is a comparison on one axis with a direction: ``h`` left (+1) / right (-1), ``v`` above /
+# higher (+1) / below / lower (-1), ``d`` in front / closer (+1) / behind / farther (-1), ``t`` taller (+1) /
+# shorter (-1), ``w`` wider (+1) / narrower, thinner (-1), ``s`` bigger, larger (+1) / smaller (-1).
+
+
+def _phrases(text: str) -> str:
+    """``"a b|c"`` -> a regex alternation of the phrases (longest first, any whitespace between words)."""
+    items = [p.strip() for p in text.split("|") if p.strip()]
+    return "|".join(p.replace(" ", r"\s+") for p in sorted(items, key=len, reverse=True))
+
+
+# "further left", "farther to the right", "further up": an intensifier, not a depth relation
+_NOT_DIRECTION = (r"(?!\s+(?:(?:to|on|toward|towards)\s+(?:the\s+)?)?"
+                  r"(?:left|right|up|down|upward|downward|above|below)\b)")
+_REL_PATTERNS: tuple[tuple[str, int, bool, str], ...] = (
+    # (axis, sign, equality, regex)
+    ("d", 1, False, _phrases("closer|closest|nearer|nearest|less distant|less far|in front|more forward|forward|"
+                             "forwards|in the foreground|foreground|shorter distance|smaller distance|"
+                             "lesser distance|less distance")),
+    ("d", -1, False, _phrases("more distant|most distant|greater distance|larger distance|longer distance|behind|"
+                              "in the background|background|further back|farther back|more backward|backward|"
+                              "backwards|deeper|at the back|in the back|further away|farther away")
+     + r"|(?:farther|further|farthest|furthest)" + _NOT_DIRECTION),
+    ("v", 1, False, _phrases("higher|highest|higher up|atop|on top|upper|uppermost|topmost|further up|farther up|"
+                             "more elevated|greater elevation|higher elevation|at a greater height|"
+                             "at a higher height|at a higher level|higher level")
+     + r"|(?:above|over)(?!\s*\d|\s+(?:there|here|all|time)\b)"),
+    ("v", -1, False, _phrases("lower|lowest|lower down|beneath|underneath|further down|farther down|less elevated|"
+                              "lower elevation|lesser elevation|at a lesser height|at a lower height|at a lower level|"
+                              "bottommost|down below") + r"|(?:below|under)(?!\s*\d)"),
+    ("h", 1, False, r"left(?:[\s-]*most)?(?!\s+(?:to|and|or)\s+right\b)"),
+    ("h", -1, False, r"(?:(?:to|on|at|toward|towards|more|further|farther|far)\s+(?:the\s+)?(?:far\s+)?)right\b"
+                     r"(?!\s+(?:to|and|or)\s+left\b)|right(?:[\s-]*hand)?\s+(?:side|of|edge)\b|right[\s-]*most"
+                     r"|(?<=the )right(?!\s+(?:answer|way|now|choice|option|question|one to))\b"),
+    ("t", 1, False, _phrases("taller|tallest|greater height|more height|larger height|bigger height|greater in height|"
+                             "larger in height|bigger in height|larger vertical extent|greater vertical extent|"
+                             "bigger vertical extent|more vertical extent|measures more from bottom to top|"
+                             "more from bottom to top|spans more vertically")),
+    ("t", 1, False, _phrases("more vertically|greater vertically|vertically larger|vertically bigger|"
+                             "vertically longer")),
+    ("t", -1, False, _phrases("less vertically|vertically smaller|vertically shorter")),
+    ("t", -1, False, _phrases("shorter|shortest|less tall|lesser height|less height|smaller height|smaller in height|"
+                              "less in height|lower in height|smaller vertical extent|less vertical extent|"
+                              "lesser vertical extent|less from bottom to top|spans less vertically")),
+    ("t", 1, True, r"as\s+tall|as\s+high\s+as"),
+    ("w", 1, False, _phrases("wider|widest|broader|broadest|greater width|more width|larger width|bigger width|"
+                             "greater in width|larger in width|larger horizontal dimension|"
+                             "greater horizontal dimension|bigger horizontal dimension|more across|"
+                             "spans more horizontally")),
+    ("w", -1, False, _phrases("narrower|narrowest|thinner|thinnest|slimmer|slimmest|skinnier|less wide|lesser width|"
+                              "less width|smaller width|smaller in width|less in width|smaller horizontal dimension|"
+                              "less across|spans less horizontally")),
+    ("w", 1, True, r"as\s+wide|as\s+broad"),
+    ("s", 1, False, _phrases("bigger|biggest|larger|largest|bulkier|bulkiest|more voluminous|greater volume|"
+                             "more volume|larger volume|bigger volume|greater size|larger size|bigger size|more space|"
+                             "larger in size|bigger in size|greater in size")),
+    ("s", -1, False, _phrases("smaller|smallest|less bulky|less voluminous|smaller volume|less volume|lesser volume|"
+                              "smaller size|lesser size|less space|smaller in size")),
+    ("s", 1, True, r"as\s+big|as\s+large"),
+)
+_REL_RX = tuple((axis, sign, eq, re.compile(rf"\b(?:{rx})")) for axis, sign, eq, rx in _REL_PATTERNS)
+# "from left to right", "that's right", "right next to": not relations
+_REL_MASK = re.compile(r"\bfrom (?:left to right|right to left|top to bottom|bottom to top)\b|\bleft[\s-]to[\s-]right\b"
+                       r"|\b(?:left|right) (?:and|or|nor) (?:left|right)\b|\bneither left nor right\b")
+# a comparative whose axis is the dimension named just before it: "A's height is not larger than B's"
+_DIMENSION = re.compile(r"\b(height|width|size|volume|elevation|distance)\b")
+_DIMENSION_AXIS = {"height": "t", "width": "w", "size": "s", "volume": "s", "elevation": "v", "distance": "d"}
+_GENERIC_CMP = re.compile(r"\b(?:(larger|bigger|greater|exceeds?|surpass(?:es)?|higher|longer|more)|"
+                          r"(smaller|less|lesser|lower|shorter|falls?\s+short))\b")
+# after "the farther", "a higher" ...: the relation is stated ("the nearer one", "the taller of the two"), not
+# a name's adjective ("the farther grey table", "the left chair")
+_PREDICATIVE_NEXT = frozenset(_wordlist(
+    "one ones of than side hand edge corner part half end among in out to from and or but is are was were be being "
+    "appears appear seems seem looks look sits sit stands stand lies lie between by with at on position level "
+    "elevation height width size volume object objects item thing distance"))
+_NEGATION = re.compile(r"\b(?:not|never|no longer|hardly|neither|nor|no)\b(?!\s+doubt)|n't\b")
+_CAMERA_WORDS = frozenset(_wordlist("camera viewer you us me photographer observer lens where spot position point "
+                                    "foreground"))
+_REFERENCE_STOP = frozenset(_wordlist("than and or as it its them each one other the a an this that its"))
+
+
+@dataclass(frozen=True)
+class _Rel:
+    axis: str
+    sign: int
+    start: int
+    end: int
+    equal: bool = False  # "as tall as": equality, unless negated ("not as tall as" = shorter)
+
+
+def _relations(low: str) -> list[_Rel]:
+    """Every relation phrase of ``low`` (already masked where names stand), left to right, non-overlapping."""
+    low = _REL_MASK.sub(lambda m: " " * len(m.group()), low)
+    found: list[_Rel] = []
+    for axis, sign, eq, rx in _REL_RX:
+        found.extend(_Rel(axis, sign, m.start(), m.end(), eq) for m in rx.finditer(low))
+    for m in _GENERIC_CMP.finditer(low):
+        dims = list(_DIMENSION.finditer(low, max(0, m.start() - 60), m.start()))
+        if not dims or re.search(r"[;.!?,\n]", low[dims[-1].end():m.start()]):
+            continue
+        dim = dims[-1].group(1)
+        axis = _DIMENSION_AXIS[dim]
+        sign = 1 if m.group(1) else -1
+        if dim == "distance":
+            sign = -sign  # a greater distance (from the camera) is farther
+        found = [r for r in found if not (r.start <= m.start() < r.end and r.end - r.start <= m.end() - m.start())]
+        found.append(_Rel(axis, sign, m.start(), m.end()))
+    found.sort(key=lambda r: (r.start, -(r.end - r.start)))
+    out: list[_Rel] = []
+    for r in found:
+        if out and r.start < out[-1].end:
+            continue
+        out.append(r)
+    return [r for r in out if not _attributive(low, r)]
+
+
+def _attributive(low: str, r: _Rel) -> bool:
+    """Whether a relation word is a name's adjective: "the farther grey table", "a higher shelf"."""
+    if not re.search(r"\b(?:the|a|an|this|that|its|their|his|her)\s+$", low[max(0, r.start - 8):r.start]):
+        return False
+    nxt = re.match(r"\s+([a-z]+)", low[r.end:r.end + 24])
+    return nxt is not None and nxt.group(1) not in _PREDICATIVE_NEXT
+
+
+_QTYPE_RELATIONS: Mapping[str, tuple[str, int]] = MappingProxyType({
+    "left": ("h", 1), "right": ("h", -1), "above": ("v", 1), "higher": ("v", 1), "below": ("v", -1),
+    "lower": ("v", -1), "front": ("d", 1), "close": ("d", 1), "closer": ("d", 1), "near": ("d", 1),
+    "nearer": ("d", 1), "closer_to": ("d", 1), "behind": ("d", -1), "far": ("d", -1), "farther": ("d", -1),
+    "farther_from": ("d", -1), "tall": ("t", 1), "taller": ("t", 1), "short": ("t", -1), "shorter": ("t", -1),
+    "wide": ("w", 1), "wider": ("w", 1), "thin": ("w", -1), "narrow": ("w", -1), "big": ("s", 1),
+    "bigger": ("s", 1), "large": ("s", 1), "larger": ("s", 1), "small": ("s", -1), "smaller": ("s", -1),
+})
+
+
+def _qtype_relation(qtype: str | None) -> tuple[str, int] | None:
+    """The relation a question type asks about: ``"left_predicate"`` -> ("h", 1), ``"far_choice"`` -> ("d", -1)."""
+    if not qtype:
+        return None
+    key = re.sub(r"_(?:predicate|choice|data)$", "", str(qtype).strip().lower())
+    return _QTYPE_RELATIONS.get(key)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What a comparison question asks: ``axis`` / ``sign`` of the relation; for yes / no, its arguments."""
+
+    axis: str
+    sign: int
+    subject: str = ""
+    obj: str = ""
+    reference: frozenset[str] = frozenset()  # closer to / farther from what ({"camera"} by default)
+
+
+def _reference(text: str, end: int) -> frozenset[str]:
+    """What a depth relation ending at ``end`` is measured from: "closer to the camera" -> {"camera"}."""
+    m = re.match(r"\s+(?:to|from)\s+((?:[a-z']+\s*){1,4})", text[end:end + 60])
+    if m is None:
+        return frozenset()
+    words = []
+    for w in m.group(1).split():
+        if w in ("than", "and", "or", "as", "compared", "relative", "in", "on", "at", "is", "are"):
+            break
+        if w not in _REFERENCE_STOP:
+            words.append(singular(w))
+    if any(w in _CAMERA_WORDS for w in words):
+        return frozenset({"camera"})
+    return frozenset(words)
+
+
+def _mask(low: str, spans: Iterable[tuple[int, int]]) -> str:
+    chars = list(low)
+    for a, b in spans:
+        chars[a:b] = " " * (b - a)
+    return "".join(chars)
+
+
+def _hit_spans(words: list[_W], hits: Sequence[_Hit]) -> list[tuple[int, int]]:
+    return [(words[h.i].start, words[h.j - 1].end) for h in hits]
+
+
+def _pick_relation(rels: list[_Rel], qtype: str | None, low: str) -> _Rel | None:
+    """The relation a question asks: on the question type's axis if any; a comparison ("... than", "left
+    of", "compared to") before a bare one ("the mug on the left" may be a name); else the first."""
+    if not rels:
+        return None
+    by_type = _qtype_relation(qtype)
+    if by_type is not None:
+        rels = [r for r in rels if r.axis == by_type[0]] or rels
+    compared = [r for r in rels if re.match(r"\s+(?:of|than|compared|relative)\b", low[r.end:r.end + 12])]
+    return (compared or rels)[0]
+
+
+_NP_TRAILING = frozenset(_wordlist(
+    "positioned located situated placed found appear appears appearing lie lies lying sit sits sitting come comes "
+    "stand stands standing seem seems look looks is are be being was were more much further farther slightly "
+    "somewhat a bit really actually also still so very even to on at in the of toward towards set"))
+_NP_BOUNDARY = re.compile(r"\b(?:is|are|was|were|does|do|did|can|could|would|will|if|that|whether|say|confirm|think|"
+                          r"tell|whose|which|of the two|between)\b|[,:]")
+_NP_OBJECT_START = re.compile(r"\b(?:than|compared (?:to|with)|relative to|versus|vs\.?|as compared (?:to|with))\s+")
+_NP_END = re.compile(r"[?,;:!]|\.(?:\s|$)|\s(?:from (?:the|your|where|a|my)|in (?:the|this)|as (?:seen|viewed)|"
+                     r"when|is|are|does|do|horizontally|vertically|overall|physically|in terms)\b")
+_NP_PREFIX = re.compile(r"^(?:(?:side|hand|-hand|of|to|from|that of|those of|the position of|the location of|the one|"
+                        r"positioned|located)\s+)+")
+
+
+def _noun_phrases(question: str, rel: _Rel) -> tuple[str, str]:
+    """(subject, object) of a yes / no comparison question around its relation phrase (best effort)."""
+    low = question
+    pre = low[:rel.start].split()
+    while pre and pre[-1].strip(",") in _NP_TRAILING:
+        pre.pop()
+    before = " ".join(pre)
+    cut = list(_NP_BOUNDARY.finditer(before))
+    subject = before[cut[-1].end():] if cut else before
+    subject = re.sub(r"^\s*(?:the (?:position|location|height|width|size|length|volume|elevation) of|the one)\s+", "",
+                     subject).strip(" ,")
+    post = low[rel.end:]
+    m = _NP_OBJECT_START.search(post)
+    if m is not None:  # "closer to the camera compared to B", "more distant than that of B"
+        post = post[m.end():]
+    post = _NP_PREFIX.sub("", post.strip())
+    end = _NP_END.search(post)
+    obj = post[:end.start()] if end else post
+    obj = _NP_PREFIX.sub("", obj.strip()).strip(" ,")
+    if not obj:  # "Relative to B, is A on the left?"
+        m = re.search(r"\b(?:relative to|compared (?:to|with)|than)\s+([^,?]+)", low)
+        obj = m.group(1).strip() if m else ""
+    return subject, obj
+
+
+def _question_frame(question: str | None, qtype: str | None, names: Sequence[str], yes_no: bool) -> _Frame | None:
+    """The relation (and, for yes / no, its arguments in asked order) a question asks; None if not a comparison."""
+    low = _lower(normalize_text(question)) if question else ""
+    words = _choice_words(low) if low else []
+    hits = _option_hits(words, names)[0] if names and words else []
+    masked = _mask(low, _hit_spans(words, hits))
+    rels = _relations(masked) if low else []
+    rel = _pick_relation(rels, qtype, masked)
+    frame = _frame_of(rel, low, qtype, names, hits, yes_no)
+    if frame is None or frame.axis != "d":
+        return frame
+    reference = (_reference(masked, rel.end) if rel is not None else frozenset()) or frozenset({"camera"})
+    return _Frame(frame.axis, frame.sign, frame.subject, frame.obj, reference)
+
+
+def _frame_of(rel: _Rel | None, low: str, qtype: str | None, names: Sequence[str], hits: Sequence[_Hit],
+              yes_no: bool) -> _Frame | None:
+    """The frame of :func:`_question_frame` from the question's relation (``None``: none found)."""
+    by_type = _qtype_relation(qtype)
+    if rel is None:
+        if by_type is None:
+            return None
+        if not yes_no:
+            return _Frame(*by_type)
+        if len(names) >= 2:  # the type's relation holds between the roles: A (names[0]) and B
+            return _Frame(*by_type, subject=names[0], obj=names[1])
+        return _Frame(*by_type)
+    if not yes_no:
+        return _Frame(*(by_type or (rel.axis, rel.sign)))
+    if by_type is not None and rel.axis != by_type[0]:
+        # "Is A vertically larger than B?" (tall), "In terms of width, is A smaller than B?" (thin): the
+        # type's axis, the question's direction
+        rel = _Rel(by_type[0], rel.sign, rel.start, rel.end, rel.equal)
+    if len(names) >= 2:
+        before = [h for h in hits if h.start < rel.start]
+        first = before[-1].option if before else (hits[0].option if hits else 0)
+        first = first if first < 2 else 0
+        return _Frame(rel.axis, rel.sign, subject=names[first], obj=names[1 - first])
+    subject, obj = _noun_phrases(low, rel)
+    return _Frame(rel.axis, rel.sign, subject=subject, obj=obj)
+
+
+_REL_BREAK = re.compile(r"[;:!?\n]|\.(?=\s|$)|,(?!\d)|\b(?=(?:but|whereas|while|although|though|however|yet)\b)")
+_CONCESSIVE = re.compile(r"\b(?:although|though|even though|while|whereas|despite|even if|albeit)\b")
+
+
+def _clause_bounds(low: str) -> list[int]:
+    return sorted({0, len(low), *(m.end() for m in _REL_BREAK.finditer(low))})
+
+
+def _clause_of(bounds: list[int], pos: int) -> tuple[int, int]:
+    k = bisect.bisect_right(bounds, pos) - 1
+    return bounds[max(k, 0)], bounds[min(k + 1, len(bounds) - 1)]
+
+
+@dataclass(frozen=True)
+class _Stated:
+    """One relation the reply states on the asked axis."""
+
+    pos: int
+    subject: int | None  # option / argument index of its subject (None: not named)
+    other: int | None  # the option it is compared with, if named
+    agrees: bool  # the stated relation of its subject has the asked direction
+    span: tuple[int, int]
+
+
+def _stated_relations(clean: str, low: str, words: list[_W], hits: Sequence[_Hit], frame: _Frame) -> list[_Stated]:
+    """The relations a reply states on the asked axis with their subjects (see the module docstring, Relations)."""
+    axis, sign = frame.axis, frame.sign
+    spans = _hit_spans(words, hits)
+    masked = _mask(low, spans)
+    rels = [r for r in _relations(masked) if r.axis == axis]
+    if axis == "d" and frame.reference:  # "closer to the wall" does not answer "closer to the camera"
+        rels = [r for r in rels if not _reference(masked, r.end) or _reference(masked, r.end) & frame.reference]
+    if not rels:
+        return []
+    bounds = _clause_bounds(low)
+    starts = _sentence_starts(clean)
+    out: list[_Stated] = []
+    for r in rels:
+        c0, c1 = _clause_of(bounds, r.start)
+        ends = [(h, e) for h, (_, e) in zip(hits, spans, strict=True)]
+        before = [(h, e) for h, e in ends if c0 <= h.start and e <= r.start]
+        subj: _Hit | None = None
+        subjects = [h for h, e in before if not h.obj]
+        if subjects or before:  # the nearest subject before it ("Compared with B, A is closer")
+            subj = (subjects or [h for h, _ in before])[-1]
+        else:
+            after = [h for h, _ in ends if r.end <= h.start < c1]
+            subj = next((h for h in after if re.search(r"(?:\b(?:is|are|was|were)|:)\s*$", low[r.end:h.start])),
+                        None)  # "Positioned to the left is Region [1]."
+            if subj is None:
+                # "it" (or nothing): the last subject earlier in the sentence ("the box isn't higher than
+                # the mug; it's lower"), else (subject None) the question's subject
+                s0 = starts[_sentence_of(starts, r.start)]
+                earlier = [h for h, e in ends if s0 <= h.start and e <= c0 and not h.obj]
+                subj = earlier[-1] if earlier else None
+        # a negation anywhere before the relation in its clause ("I don't think the lamp is taller"), but
+        # not one that negates a name ("the table and not the chair is closer")
+        negated = any(not any(re.fullmatch(r"\s+(?:(?:the|a|an)\s+)?", low[n.end():h.start]) for h in hits)
+                      for n in _NEGATION.finditer(low, c0, r.start))
+        if r.equal and not negated:
+            continue  # "as tall as": neither direction
+        agrees = (r.sign == sign) != negated
+        other = next((h.option for h, _ in ends if h.start >= r.end and h.start < c1
+                      and (subj is None or h.option != subj.option)), None)
+        out.append(_Stated(r.start, subj.option if subj is not None else None, other, agrees, (r.start, r.end)))
+    return out
+
+
+def _agreeing(decisions: list[tuple[int, object]], low: str) -> object:
+    """The one value all decisions give; if they differ, the one those after the last concluding marker give."""
+    values = {v for _, v in decisions}
+    if len(values) == 1:
+        return next(iter(values))
+    marker = _conclusion_after(low, [p for p, _ in decisions])
+    if marker is not None:
+        late = {v for p, v in decisions if p >= marker}
+        if len(late) == 1:
+            return next(iter(late))
+    return _CONFLICT
+
+
+_CONFLICT = object()
+
+
 # ----------------------------------------------------------------------------------------------- dispatch
 
 
-def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = ()) -> ParsedAnswer:
-    """Read a reply to a question of ``kind`` (``quantitative`` / ``yes_no`` / ``choice``) and ``unit``."""
+def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = (), *, question: str | None = None,
+                 qtype: str | None = None, subjects: Sequence[str] = ()) -> ParsedAnswer:
+    """Read a reply to a question of ``kind`` (``quantitative`` / ``yes_no`` / ``choice``) and ``unit``.
+
+    ``question`` (its text), ``qtype`` (its type, e.g. ``"left_predicate"``, ``"close_choice"``) and
+    ``subjects`` (the names of the compared objects in role order, for yes / no) are optional: with
+    them, a reply that states a relation instead of yes / no or an option name is compared with the
+    asked relation, and of several lengths the one of the question's subject is preferred.
+    """
     if kind == "quantitative":
-        return parse_quantity(text, unit)
+        return parse_quantity(text, unit, question)
     if kind == "yes_no":
-        return parse_yes_no(text)
+        return parse_yes_no(text, question, qtype=qtype, subjects=subjects)
     if kind == "choice":
-        return parse_choice(text, options)
+        return parse_choice(text, options, question, qtype=qtype)
     raise ValueError(f"kind must be 'quantitative', 'yes_no' or 'choice', got {kind!r}")
+
+
+def item_subjects(item: Any) -> tuple[str, ...]:
+    """The names of a benchmark item's compared objects in role order (A, B), where its ``meta`` holds them.
+
+    spatialforge items store ``names`` and ``roles``; other benchmarks name the objects in the question
+    only, and then ``()`` is returned (the question's own wording is read instead).
+    """
+    meta = getattr(item, "meta", None) or {}
+    names, roles = meta.get("names") or (), meta.get("roles") or ()
+    if len(names) != len(roles):
+        return ()
+    by_role = {str(r): str(n) for n, r in zip(names, roles, strict=True)}
+    return tuple(by_role[r] for r in ("A", "B") if r in by_role)
