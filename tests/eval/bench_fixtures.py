@@ -154,7 +154,41 @@ def write_qspatial_jsonl(path: Path) -> Path:
 # SpatialRGPT-Bench
 
 _SUN = "SUNRGBD/kv1/NYUdata/NYU{:04d}/image/NYU{:04d}.jpg"
-_RLE = {"size": [48, 64], "counts": "PPY08`0000000O1000000000000000001O0000000000O100000000000000000000000000Xb0"}
+
+
+def encode_rle(mask: np.ndarray) -> str:
+    """COCO's compressed RLE string of a (height, width) mask (runs down the columns, first run of 0s;
+    each run a variable-length number, 5 bits per character from '0', from the fourth run on as the
+    difference to the run two places before). Written from the format, for fixtures that must not
+    depend on pycocotools."""
+    flat = np.asarray(mask, dtype=bool).T.reshape(-1)
+    runs, current, n = [], False, 0
+    for v in flat:
+        if v != current:
+            runs.append(n)
+            current, n = v, 0
+        n += 1
+    runs.append(n)
+    out = []
+    for i, r in enumerate(runs):
+        x = r - runs[i - 2] if i > 2 else r
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = not ((c & 0x10 == 0 and x == 0) or (c & 0x10 and x == -1))
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def ellipse_mask(height: int, width: int, box: list[int]) -> np.ndarray:
+    """The ellipse inscribed in ``box`` = [x1, y1, x2, y2] (exclusive ends), as a bool mask."""
+    x1, y1, x2, y2 = box
+    yy, xx = np.mgrid[0:height, 0:width]
+    cx, cy, rx, ry = (x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
 
 
 def _record(rid: str, kind: str, category: str, text_q: str, answer: str, image: int, n_regions: int = 2) -> dict:
@@ -162,6 +196,7 @@ def _record(rid: str, kind: str, category: str, text_q: str, answer: str, image:
     for k in range(n_regions):
         question = question.replace(f"Region [{k}]", "<mask>")
     bbox = [[4 + 8 * k, 6, 30 + 8 * k, 40] for k in range(n_regions)]
+    rle = [{"size": [48, 64], "counts": encode_rle(ellipse_mask(48, 64, b))} for b in bbox]
     return {
         "id": rid,
         "image_info": {"file_path": _SUN.format(image, image), "height": 48, "width": 64},
@@ -169,7 +204,7 @@ def _record(rid: str, kind: str, category: str, text_q: str, answer: str, image:
         "qa_info": {"type": kind, "category": category},
         "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
         "bbox": bbox,
-        "rle": [dict(_RLE) for _ in range(n_regions)],
+        "rle": rle,
     }
 
 
@@ -270,3 +305,84 @@ def write_spatialrgpt_parquet(root: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return root
+
+
+# --------------------------------------------------------------------------------------------------
+# SpatialRGPT-Bench regions on larger, plain images (pixel checks of the drawn marks)
+
+REGION_IMAGE_SIZE = (320, 240)
+REGION_GREY = (128, 128, 128)
+# id -> (question, answer, bbox, which regions get an RLE mask, corrupt masks)
+REGION_RECORDS = {
+    "qualitative_BoxesOnly00": ("Is Region [0] to the left of Region [1]?", "Yes, it is.",
+                                [[20, 60, 120, 200], [180, 90, 300, 220]], (), ()),
+    "qualitative_MasksBoth00": ("Is Region [0] behind Region [1]?", "No, it is not.",
+                                [[30, 80, 150, 210], [170, 40, 290, 160]], (0, 1), ()),
+    "qualitative_BadMask0000": ("Is Region [0] above Region [1]?", "Yes.",
+                                [[40, 100, 140, 200], [200, 60, 280, 180]], (0, 1), (1,)),
+    "qualitative_NoRegion100": ("Is Region [0] bigger than Region [1]?", "No.",
+                                [[40, 100, 140, 200]], (), ()),
+    "quantitative_Clock00000": ("If you are at Region [0], where will you find Region [1]?",
+                                "Region [0] will find Region [1] around the 11 o'clock direction.",
+                                [[20, 60, 120, 200], [180, 90, 300, 220]], (), ()),
+}
+
+
+def write_spatialrgpt_regions(root: Path) -> Path:
+    """``root/SpatialRGPT-Bench_v1.json`` with :data:`REGION_RECORDS` on flat grey PNG images (320 x 240).
+
+    Regions listed as masked get the RLE of the ellipse inscribed in their box; a corrupt mask's
+    counts are cut short (its box is drawn instead); ``NoRegion1`` names a region the record lacks.
+    """
+    w, h = REGION_IMAGE_SIZE
+    root.mkdir(parents=True, exist_ok=True)
+    image = root / "images" / "grey.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (w, h), REGION_GREY).save(image)
+    records = []
+    for rid, (text_q, answer, bbox, masked, corrupt) in REGION_RECORDS.items():
+        rle = []
+        for k, box in enumerate(bbox):
+            if k not in masked:
+                rle.append(None)
+                continue
+            counts = encode_rle(ellipse_mask(h, w, box))
+            rle.append({"size": [h, w], "counts": counts[: len(counts) // 2] if k in corrupt else counts})
+        category = "direction" if rid.startswith("quantitative") else "left_predicate"
+        question = text_q.replace("Region [0]", "<mask>").replace("Region [1]", "<mask>")
+        records.append({
+            "id": rid, "image_info": {"file_path": "images/grey.png", "height": h, "width": w}, "text_q": text_q,
+            "qa_info": {"type": rid.split("_")[0], "category": category},
+            "conversations": [{"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer}],
+            "bbox": bbox, "rle": rle if masked else [],
+        })
+    path = root / "SpatialRGPT-Bench_v1.json"
+    path.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    return path
+
+
+def write_region_example(root: Path) -> Path:
+    """A SpatialRGPT-style record on a synthetic scene (the picture in docs/benchmarks.md): region 0 the
+    vase's mask, region 1 the book stack's mask, region 2 the table's box only."""
+    from spatialforge.synth import SynthConfig, generate_scene
+
+    scene = generate_scene(0, seed=5, config=SynthConfig(width=640, height=480))
+    h, w = scene.instances.shape
+    root.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(scene.image).save(root / "scene.png")
+    by_name = {o["caption"]: o["id"] for o in scene.objects}
+    bbox, rle = [], []
+    for name, with_mask in (("blue vase", True), ("purple book stack", True), ("white table", False)):
+        mask = scene.instances == by_name[name]
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        bbox.append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
+        rle.append({"size": [h, w], "counts": encode_rle(mask)} if with_mask else None)
+    record = {"id": "qualitative_Example000", "image_info": {"file_path": "scene.png", "height": h, "width": w},
+              "text_q": "Is Region [0] to the left of Region [1], and is it closer than Region [2]?",
+              "qa_info": {"type": "qualitative", "category": "left_predicate"},
+              "conversations": [{"from": "human", "value": "<image>\nIs <mask> to the left of <mask>?"},
+                                {"from": "gpt", "value": "Yes, it is."}],
+              "bbox": bbox, "rle": rle}
+    path = root / "SpatialRGPT-Bench_v1.json"
+    path.write_text(json.dumps([record]), encoding="utf-8")
+    return path

@@ -18,6 +18,7 @@ from spatialforge.eval.benchmarks import (
     load_spatialrgpt,
     parse_length_m,
 )
+from spatialforge.eval.regions import RegionMarkedItem
 from spatialforge.eval.types import BenchmarkItem
 from spatialforge.io.dataset import ROW_SCHEMA, iter_rows
 from tests.eval import bench_fixtures as fx
@@ -239,6 +240,10 @@ def _check_spatialrgpt(bench):
         assert "<mask>" not in item.question and "Region [0]" in item.question
         assert item.meta["bbox"] and item.meta["rle"][0]["size"] == [48, 64]
         assert "<mask>" in item.meta["conversation_question"]
+        # the regions are drawn on the image by default; clock answers use the benchmark's rounding
+        assert isinstance(item, RegionMarkedItem) and item.benchmark == bench.name == "spatialrgpt+regions"
+        assert [r.index for r in item.regions] == list(range(len(item.meta["bbox"])))
+        assert item.meta["region_marks"] == "draw" and item.meta["clock_rounding"] == "up"
 
 
 def test_load_spatialrgpt_json(tmp_path):

@@ -37,9 +37,10 @@ def _choice(truth, value, status="ok", *, type="closer", bench="bench_a", id="c"
     return score_item(item, ParsedAnswer(status, value), answer_text=str(value))
 
 
-def _clock(truth, value, status="ok", *, id="k"):
+def _clock(truth, value, status="ok", *, id="k", rounding=None):
+    meta = {} if rounding is None else {"clock_rounding": rounding}
     item = BenchmarkItem(id=id, benchmark="bench_a", question="Which direction?", kind="quantitative",
-                         type="direction", truth=truth, unit="clock")
+                         type="direction", truth=truth, unit="clock", meta=meta)
     return score_item(item, ParsedAnswer(status, value), answer_text=str(value))
 
 
@@ -49,14 +50,15 @@ def _clock(truth, value, status="ok", *, id="k"):
 def test_record_fields_and_json():
     rec = _quant(1.0, 1.1)
     for key in ("id", "benchmark", "type", "kind", "unit", "question", "truth", "answer", "status", "flags",
-                "value", "correct", "ratio", "abs_rel_err", "within_2x", "within_1.25x", "mra"):
+                "value", "correct", "ratio", "abs_rel_err", "within_2x", "within_1.25x", "within_25pct", "mra",
+                "hour", "hour_err", "within_1h"):
         assert key in rec
     json.dumps(rec, allow_nan=False)
     # pred 1.1, truth 1.0: ratio 1.1, rel err 0.1, inside both bands
     assert rec["ratio"] == pytest.approx(1.1)
     assert rec["abs_rel_err"] == pytest.approx(0.1)
-    assert rec["within_2x"] is True and rec["within_1.25x"] is True
-    assert rec["correct"] is None and rec["answered"] is True
+    assert rec["within_2x"] is True and rec["within_1.25x"] is True and rec["within_25pct"] is True
+    assert rec["correct"] is None and rec["answered"] is True and rec["hour"] is None
 
 
 def test_qualitative_correctness():
@@ -72,28 +74,42 @@ def test_qualitative_correctness():
     assert rec["correct"] is False and rec["status"] == "no_answer" and "bad_value" in rec["flags"]
 
 
-@pytest.mark.parametrize(("pred", "in_2x", "in_125"), [
-    (0.5, True, False),    # exactly 0.5x: inside [0.5, 2]
-    (2.0, True, False),    # exactly 2x: inside
-    (0.75, True, True),    # exactly 0.75x: inside [0.75, 1.25]
-    (1.25, True, True),    # exactly 1.25x: inside
-    (0.49, False, False),
-    (2.01, False, False),
-    (0.74, True, False),
-    (1.26, True, False),
-    (0.0, False, False),
-    (-1.0, False, False),
+@pytest.mark.parametrize(("pred", "in_2x", "in_125", "in_25pct"), [
+    (0.5, True, False, False),    # exactly 0.5x: inside [0.5, 2]
+    (2.0, True, False, False),    # exactly 2x: inside
+    (0.8, True, True, True),      # exactly 1/1.25 x: inside [0.8, 1.25]
+    (1.25, True, True, True),     # exactly 1.25x: inside both
+    (0.79, True, False, True),    # a factor of 1.266 below: outside 1.25x, inside +-25 %
+    (0.75, True, False, True),    # the old +-25 % rule put it inside 1.25x; a factor of 1.33 is not
+    (0.74, True, False, False),
+    (1.26, True, False, False),
+    (0.49, False, False, False),
+    (2.01, False, False, False),
+    (0.0, False, False, False),
+    (-1.0, False, False, False),
 ])
-def test_within_band_boundaries(pred, in_2x, in_125):
+def test_within_band_boundaries(pred, in_2x, in_125, in_25pct):
     rec = _quant(1.0, pred)
     assert rec["within_2x"] is in_2x
     assert rec["within_1.25x"] is in_125
+    assert rec["within_25pct"] is in_25pct
+
+
+@pytest.mark.parametrize("truth", [0.3, 1.0, 2.7, 40.0])
+def test_within_bands_are_multiplicative_and_symmetric(truth):
+    # a factor f either way is inside "within f x" exactly when f <= the band's factor
+    for factor, key in ((2.0, "within_2x"), (1.25, "within_1.25x")):
+        for f in (1.0, 1.1, factor, factor * 1.01):
+            inside = f <= factor
+            assert _quant(truth, truth * f)[key] is inside, (key, f)
+            assert _quant(truth, truth / f)[key] is inside, (key, 1 / f)
 
 
 def test_band_boundaries_survive_binary_rounding():
-    # 0.5 / 0.4 and 0.3 / 0.4 are 1.25 and 0.75 in decimal; the 1e-9 slack keeps them inside
+    # 0.5 / 0.4, 0.4 / 0.5 and 0.3 / 0.4 are 1.25, 0.8 and 0.75 in decimal; the 1e-9 slack keeps them inside
     assert _quant(0.4, 0.5)["within_1.25x"] is True
-    assert _quant(0.4, 0.3)["within_1.25x"] is True
+    assert _quant(0.5, 0.4)["within_1.25x"] is True
+    assert _quant(0.4, 0.3)["within_25pct"] is True
     assert _quant(0.3, 0.6)["within_2x"] is True
     assert _quant(0.3, 0.15)["within_2x"] is True
 
@@ -175,6 +191,31 @@ def test_clock_unanswered():
     assert rec["correct"] is False and rec["within_1h"] is False and rec["hour_err"] is None
 
 
+@pytest.mark.parametrize(("value", "nearest", "up"), [
+    (10.0, 10, 10),           # a whole hour is itself either way
+    (10 + 20 / 60, 10, 11),   # 10:20: nearest 10; the benchmark's sector (10, 11] -> 11
+    (10.5, 11, 11),           # 10:30 (or "between 10 and 11")
+    (10 + 40 / 60, 11, 11),   # 10:40
+    (11.25, 11, 12),          # across 12
+    (12.5, 1, 1),
+    (0.25, 12, 1),            # 12:15 read as 0.25
+])
+def test_clock_rounding_conventions(value, nearest, up):
+    # spatialforge's own data: the nearest hour (the default); SpatialRGPT-Bench: the next whole hour
+    assert _clock(nearest, value)["hour"] == nearest and _clock(nearest, value)["correct"] is True
+    assert _clock(nearest, value, rounding="nearest")["hour"] == nearest
+    rec = _clock(up, value, rounding="up")
+    assert rec["hour"] == up and rec["correct"] is True and rec["hour_err"] == 0
+    if nearest != up:
+        assert _clock(up, value)["correct"] is False and _clock(up, value)["hour_err"] == 1
+        assert _clock(nearest, value, rounding="up")["correct"] is False
+
+
+def test_clock_rounding_must_be_known():
+    with pytest.raises(ValueError, match="clock_rounding"):
+        _clock(3, 3.0, rounding="floor")
+
+
 # ------------------------------------------------------------------------------------------- summarize
 
 
@@ -184,14 +225,15 @@ def _golden_records():
         _yes_no(True, True, id="y1"), _yes_no(False, False, id="y2"), _yes_no(True, False, id="y3"),
         _yes_no(True, None, "refusal", id="y4"),
         # quantitative (m), 4 valid questions:
-        #   1.1 / 1.0: rel .1, 2x yes, 1.25x yes, mra .8
-        #   2.0 / 1.0: rel 1.0, 2x yes, 1.25x no, mra 0
-        #   0.25 / 1.0: rel .75, 2x no, 1.25x no, mra 0
+        #   1.1 / 1.0: rel .1, 2x yes, 1.25x yes, 25% yes, mra .8
+        #   2.0 / 1.0: rel 1.0, 2x yes, 1.25x no, 25% no, mra 0
+        #   0.25 / 1.0: rel .75, 2x no, 1.25x no, 25% no, mra 0
+        #   0.78 / 1.0: rel .22, 2x yes, 1.25x no (a factor 1.28), 25% yes, mra .6 (.22 < .5 .45 .4 .35 .3 .25)
         #   unanswered: fails everything, mra 0
-        # -> within_2x 2/4 = .5, within_1.25x 1/4 = .25, mra .8/4 = .2, answered 3/4
-        # -> rel errs {.1, 1.0, .75}: median .75, mean 1.85/3 = .61667
+        # -> within_2x 3/5 = .6, within_1.25x 1/5 = .2, within_25pct 2/5 = .4, mra 1.4/5 = .28, answered 4/5
+        # -> rel errs {.1, 1.0, .75, .22}: median (.22 + .75) / 2 = .485, mean 2.07/4 = .5175
         _quant(1.0, 1.1, id="d1"), _quant(1.0, 2.0, id="d2"), _quant(1.0, 0.25, id="d3"),
-        _quant(1.0, None, "no_answer", id="d4"),
+        _quant(1.0, 0.78, id="d6"), _quant(1.0, None, "no_answer", id="d4"),
         # truth 0: invalid, excluded from the ratio metrics
         _quant(0.0, 1.0, id="d5"),
         # ambiguous choice
@@ -202,24 +244,25 @@ def _golden_records():
 def test_summary_golden_values():
     s = summarize(_golden_records(), n_boot=200, seed=3)
     o = s["overall"]
-    assert o["n"] == 10
+    assert o["n"] == 11
     # qualitative = 4 yes_no + 1 choice: correct 2 / 5
     assert o["qualitative"]["n"] == 5
     assert o["qualitative"]["accuracy"]["value"] == pytest.approx(0.4)
     assert o["qualitative"]["answered"]["value"] == pytest.approx(3 / 5)
     q = o["quantitative"]
-    assert q["n"] == 5 and q["invalid_truth"] == 1
-    assert q["answered"]["value"] == pytest.approx(0.75) and q["answered"]["n"] == 4
-    assert q["within_2x"]["value"] == pytest.approx(0.5)
-    assert q["within_1.25x"]["value"] == pytest.approx(0.25)
-    assert q["mra"]["value"] == pytest.approx(0.2)
-    assert q["abs_rel_err_median"]["value"] == pytest.approx(0.75) and q["abs_rel_err_median"]["n"] == 3
-    assert q["abs_rel_err_mean"]["value"] == pytest.approx(1.85 / 3)
-    # answered overall: y1 y2 y3 d1 d2 d3 d5 = 7 / 10
-    assert o["answered"]["value"] == pytest.approx(0.7)
+    assert q["n"] == 6 and q["invalid_truth"] == 1
+    assert q["answered"]["value"] == pytest.approx(0.8) and q["answered"]["n"] == 5
+    assert q["within_2x"]["value"] == pytest.approx(0.6)
+    assert q["within_1.25x"]["value"] == pytest.approx(0.2)
+    assert q["within_25pct"]["value"] == pytest.approx(0.4) and q["within_25pct"]["n"] == 5
+    assert q["mra"]["value"] == pytest.approx(0.28)
+    assert q["abs_rel_err_median"]["value"] == pytest.approx(0.485) and q["abs_rel_err_median"]["n"] == 4
+    assert q["abs_rel_err_mean"]["value"] == pytest.approx(2.07 / 4)
+    # answered overall: y1 y2 y3 d1 d2 d3 d6 d5 = 8 / 11
+    assert o["answered"]["value"] == pytest.approx(8 / 11)
     assert o["counts"]["refusal"] == 1 and o["counts"]["ambiguous"] == 1 and o["counts"]["invalid_truth"] == 1
-    assert o["refusal_rate"]["value"] == pytest.approx(0.1)
-    assert o["ambiguous_rate"]["value"] == pytest.approx(0.1)
+    assert o["refusal_rate"]["value"] == pytest.approx(1 / 11)
+    assert o["ambiguous_rate"]["value"] == pytest.approx(1 / 11)
     assert o["clock"]["n"] == 0 and o["clock"]["accuracy"]["value"] is None
 
 
@@ -230,7 +273,7 @@ def test_per_type_and_kind_grouping():
     assert s["by_type"]["left_of"]["n"] == 4
     assert s["by_type"]["left_of"]["qualitative"]["accuracy"]["value"] == pytest.approx(0.5)
     assert s["by_kind"]["yes_no"]["answered"]["value"] == pytest.approx(0.75)
-    assert s["by_type"]["distance"]["quantitative"]["mra"]["value"] == pytest.approx(0.2)
+    assert s["by_type"]["distance"]["quantitative"]["mra"]["value"] == pytest.approx(0.28)
     assert s["by_type"]["distance"]["qualitative"]["accuracy"]["value"] is None
     assert "by_benchmark" not in s  # one benchmark only
 
@@ -342,11 +385,11 @@ def test_summary_markdown_contains_numbers():
     s = summarize(_golden_records(), n_boot=100, seed=0)
     md = summary_markdown(s, title="my model")
     assert "## my model" in md
-    for header in ("accuracy", "answered", "within 2x", "within 1.25x", "MRA", "median rel err"):
+    for header in ("accuracy", "answered", "within 2x", "within 1.25x", "within ±25%", "MRA", "median rel err"):
         assert header in md
     q = s["overall"]["quantitative"]["mra"]
     assert f"{q['value']:.2f} [{q['ci'][0]:.2f}, {q['ci'][1]:.2f}]" in md
-    assert "| overall | 10 |" in md
+    assert "| overall | 11 |" in md
     assert "type: left_of" in md and "kind: yes_no" in md
     assert "0.40 [" in md  # qualitative accuracy 2/5
     assert "clock" not in md.split("\n")[2]  # no clock question: the clock columns are left out
@@ -362,7 +405,7 @@ def test_compare_markdown_one_column_per_model():
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert all(line.count(" | ") == 3 for line in rows)
     assert any(line.startswith("| overall | accuracy | 0.40") and "0.75" in line for line in rows)
-    assert any(line.startswith("| type: distance | MRA | 0.20") and line.endswith("— |") for line in rows)
+    assert any(line.startswith("| type: distance | MRA | 0.28") and line.endswith("— |") for line in rows)
     with pytest.raises(ValueError):
         compare_markdown({})
 

@@ -25,7 +25,7 @@ from spatialforge.eval.types import KINDS
 __all__ = ["add_eval", "claimed_output", "run_eval_command"]
 
 BENCHMARK_HELP = ("a spatialforge dataset or benchmark folder, 'qspatial:PATH_OR_HUB_NAME[:split]' or "
-                  "'spatialrgpt:PATH'")
+                  "'spatialrgpt:PATH[:regions=none]' (its regions are drawn on the image unless regions=none)")
 MODEL_HELP = ("openai:MODEL[@BASE_URL] (any OpenAI-compatible endpoint; key from --api-key-env), "
               "hf:MODEL_ID_OR_FOLDER (local transformers VLM), blind:SPEC (the model without the image), prior")
 # model flag -> (backend keyword, the backends that take it)
@@ -89,6 +89,9 @@ def add_eval(sub: Any) -> None:
                         description="Ask a model every question of a benchmark and score the answers. Rerunning "
                                     "the same command resumes: only questions without an answer are asked.")
     r.add_argument("--benchmark", required=True, help=BENCHMARK_HELP)
+    r.add_argument("--regions", choices=("draw", "none"), default=None,
+                   help="SpatialRGPT-Bench: draw the regions its questions name (\"Region [k]\") on the image, or "
+                        "send the plain image (default: draw; only SpatialRGPT-Bench has regions)")
     r.add_argument("--model", required=True, help=MODEL_HELP)
     r.add_argument("--out", type=Path, required=True,
                    help="run folder (records.jsonl, summary.json/.md, run.json, fingerprint.json)")
@@ -135,6 +138,9 @@ def add_eval(sub: Any) -> None:
                         description="Score a JSONL file of answers (one {\"id\": ..., \"answer\": ...} per line) "
                                     "against a benchmark.")
     s.add_argument("--benchmark", required=True, help=BENCHMARK_HELP)
+    s.add_argument("--regions", choices=("draw", "none"), default=None,
+                   help="SpatialRGPT-Bench: draw the regions its questions name (\"Region [k]\") on the image, or "
+                        "send the plain image (default: draw; only SpatialRGPT-Bench has regions)")
     s.add_argument("--answers", type=Path, required=True, help="the answers file (JSONL)")
     s.add_argument("--out", type=Path, required=True, help="folder for records.jsonl and summary.json/.md")
     s.add_argument("--name", default=None, help="the model's name in the summary (default: the answers file's name)")
@@ -218,7 +224,8 @@ def claimed_output(out: Path, kind: Any, inputs: list[Any], overwrite: bool, fla
 def _benchmark(args: argparse.Namespace) -> Any:
     from spatialforge.eval.benchmarks import load_benchmark
 
-    bench = load_benchmark(args.benchmark, image_root=getattr(args, "image_root", None))
+    bench = load_benchmark(args.benchmark, image_root=getattr(args, "image_root", None),
+                           regions=getattr(args, "regions", None))
     if bench.skipped:
         print(f"{args.benchmark}: {count(len(bench.skipped), 'record')} skipped "
               f"{bench.counts()['skipped_by_reason']}")

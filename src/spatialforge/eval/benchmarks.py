@@ -35,7 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spatialforge._text import count
 from spatialforge.errors import ConfigError, DatasetError
+from spatialforge.eval.regions import MARKS_VERSION, REGION_MODES, RegionMarkedItem, parse_regions
 from spatialforge.eval.types import KINDS, BenchmarkItem
 from spatialforge.io.outdir import OutputKind, prepare_output_dir
 
@@ -44,6 +46,8 @@ __all__ = [
     "BENCHMARK_SPECS",
     "QSPATIAL_HUB",
     "QSPATIAL_SPLITS",
+    "REGION_MODES",
+    "SPATIALRGPT_CLOCK_ROUNDING",
     "SPATIALRGPT_HUB",
     "SYNTHETIC_BENCHMARK_SEED",
     "Benchmark",
@@ -63,7 +67,7 @@ SPATIALRGPT_HUB = "a8cheng/SpatialRGPT-Bench"
 SYNTHETIC_BENCHMARK_SEED = 1_000_003
 BENCHMARK_SPECS = (
     "qspatial:PATH_OR_HUB[:SPLIT]",
-    "spatialrgpt:PATH",
+    "spatialrgpt:PATH[:regions=draw|none]",
     "spatialforge:PATH",
     "PATH (a spatialforge dataset or synthetic benchmark folder)",
 )
@@ -111,6 +115,10 @@ _SRGPT_QUANTITATIVE: Mapping[str, tuple[str, str]] = MappingProxyType({
     "direction": ("clock_direction", "clock"),
 })
 _SRGPT_ANNOTATION = "SpatialRGPT-Bench_v1.json"
+#: how SpatialRGPT-Bench turns a direction into an hour: the hour at the clockwise end of its 30-degree
+#: sector (a reading between h-1 and h is h); see ``spatialforge.eval.metrics``
+SPATIALRGPT_CLOCK_ROUNDING = "up"
+_SPEC_REGIONS_RE = re.compile(r"^(?P<path>.*):regions=(?P<mode>[^:/\\]*)$", re.IGNORECASE)
 _SPATIALFORGE_COLUMNS = ("scene_id", "image", "qa")
 _HUB_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -862,7 +870,17 @@ def _srgpt_truth(category: str, question: str, answer: str) -> dict[str, Any]:
     raise _Skip("unknown_category", f"qa_info.category {category!r} is not a known SpatialRGPT-Bench category")
 
 
-def _srgpt_items(bench: str, record: Any, roots: Sequence[Path]) -> list[BenchmarkItem]:
+def _image_frame(info: Any) -> tuple[int, int] | None:
+    """``(width, height)`` of ``image_info`` (the size the boxes refer to), or ``None``."""
+    if not isinstance(info, Mapping):
+        return None
+    w, h = info.get("width"), info.get("height")
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in (w, h))
+    return (int(w), int(h)) if ok else None
+
+
+def _srgpt_items(bench: str, record: Any, roots: Sequence[Path], regions_mode: str = "draw",
+                 notes: list[str] | None = None) -> list[BenchmarkItem]:
     if isinstance(record, _Skip):
         raise record
     if not isinstance(record, Mapping):
@@ -880,24 +898,38 @@ def _srgpt_items(bench: str, record: Any, roots: Sequence[Path]) -> list[Benchma
     image_bytes, image_path, image_info = _srgpt_image(record, roots)
     bbox = _structured(record.get("bbox"))
     rle = _structured(record.get("rle"))
+    regions, problems = parse_regions(bbox, rle, _image_frame(image_info))
     text_q = record.get("text_q")
-    items = []
+    items: list[BenchmarkItem] = []
     for k, (q, a) in enumerate(pairs):
         use_text_q = k == 0 and isinstance(text_q, str) and text_q.strip()
         question = text_q.replace("<image>", "").strip() if use_text_q else _region_text(q)
         truth = _srgpt_truth(category, question, a)
-        items.append(BenchmarkItem(
+        common = dict(
             id=str(rid) if len(pairs) == 1 else f"{rid}#{k}", benchmark=bench, question=question,
             reference_answer=a.strip(), image_path=image_path, image_bytes=image_bytes,
             meta={"category": category, "qa_type": qa_info.get("type"), "record_id": str(rid),
                   "regions": len(bbox) if isinstance(bbox, list) else None, "bbox": bbox, "rle": rle,
-                  "image_info": image_info, "conversation_question": q},
-            **truth))
+                  "image_info": image_info, "conversation_question": q, "region_marks": regions_mode,
+                  "region_notes": list(problems), "clock_rounding": SPATIALRGPT_CLOCK_ROUNDING},
+            **truth)
+        if regions_mode == "draw":
+            drawable = {r.index for r in regions}
+            missing = [n for n in _regions(question) if n not in drawable]
+            if missing:
+                why = "; ".join(problems) or f"the record has {count(len(regions), 'region')}"
+                raise _Skip("bad_region", f"region{'s' if len(missing) > 1 else ''} "
+                                          f"{', '.join(map(str, missing))} of the question cannot be drawn ({why})")
+            items.append(RegionMarkedItem(regions=regions, **common))
+        else:
+            items.append(BenchmarkItem(**common))
+    if notes is not None and problems and items:
+        notes.extend(f"{rid}: {p}" for p in problems)
     return items
 
 
 def load_spatialrgpt(path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None, *,
-                     name: str = "spatialrgpt") -> Benchmark:
+                     name: str | None = None, regions: str = "draw") -> Benchmark:
     """SpatialRGPT-Bench from its released annotation file (``SpatialRGPT-Bench_v1.json``).
 
     ``path``: the JSON list file, a JSON-lines file with the same records, a folder holding one of
@@ -908,19 +940,42 @@ def load_spatialrgpt(path: str | os.PathLike[str], image_root: str | os.PathLike
     states, inches / feet / cm converted), ``direction`` a clock hour, ``*_predicate`` yes/no items (from
     the answer's lead-in: Yes / Indeed / Correct / That is True vs No / In fact / Actually / Incorrect /
     That is False), ``*_choice`` choice items with options ``("Region [0]", "Region [1]")``.
+
+    ``regions``: ``"draw"`` (default) gives :class:`~spatialforge.eval.regions.RegionMarkedItem` items,
+    whose ``load_image()`` returns the image with the regions drawn (labelled mask outlines or boxes,
+    see :mod:`spatialforge.eval.regions`), for models without region input; the benchmark is named
+    ``spatialrgpt+regions`` by default. A question naming a region that has neither a usable box
+    nor a usable mask is skipped (``bad_region``). ``"none"``: the plain image (name ``spatialrgpt``),
+    for a model that gets the regions another way (they stay in ``meta``). Either way a run folder
+    cannot mix the two: the name differs, and ``info["regions"]`` says what was drawn. Clock answers
+    on these items are scored with the benchmark's rounding (``meta["clock_rounding"] = "up"``).
     """
+    if regions not in REGION_MODES:
+        raise ConfigError(f"regions must be one of {', '.join(REGION_MODES)}, got {regions!r}")
+    if name is None:
+        name = "spatialrgpt+regions" if regions == "draw" else "spatialrgpt"
     source, records, folder = _srgpt_records(Path(path))
     roots = [Path(image_root)] if image_root is not None else [folder]
     col = _Collector()
+    notes: list[str] = []
     for index, record in records:
         rid = str(record["id"]) if isinstance(record, Mapping) and record.get("id") is not None else None
         where = f"{source} record {index}"
         try:
-            for item in _srgpt_items(name, record, roots):
+            for item in _srgpt_items(name, record, roots, regions, notes):
                 col.add(item, where)
         except _Skip as skip:
             col.skip(rid, skip.reason, f"{rid or f'record {index}'}: {skip}", where)
-    info = {"format": "spatialrgpt", "records": len(records), "image_root": str(roots[0])}
+    marked = [it for it in col.items if isinstance(it, RegionMarkedItem)]
+    info: dict[str, Any] = {"format": "spatialrgpt", "records": len(records), "image_root": str(roots[0])}
+    info["regions"] = {
+        "mode": regions,
+        "marks_version": MARKS_VERSION if regions == "draw" else None,
+        "masks": sum(r.has_mask for it in marked for r in it.regions),
+        "boxes": sum(not r.has_mask for it in marked for r in it.regions),
+        "notes": len(notes),
+        "note_examples": notes[:5],
+    }
     return col.finish(name, source, info)
 
 
@@ -1013,15 +1068,25 @@ def build_synthetic_benchmark(out_dir: str | os.PathLike[str], n_scenes: int = 2
 
 def _spec_parts(spec: str) -> tuple[str, str, str | None]:
     """``(kind, path or hub name, split)`` of a spec; kind ``""`` for a bare folder."""
+    kind, rest, split, _ = _spec_options(spec)
+    return kind, rest, split
+
+
+def _spec_options(spec: str) -> tuple[str, str, str | None, str | None]:
+    """``(kind, path or hub name, split, regions)`` of a spec; ``regions`` from a ``:regions=MODE`` suffix."""
     prefix, sep, rest = spec.partition(":")
     kind = prefix.lower() if sep else ""
     if kind not in ("qspatial", "spatialrgpt", "spatialforge", "synthetic"):
-        return "", spec, None
+        return "", spec, None, None
+    regions = None
+    m = _SPEC_REGIONS_RE.match(rest)
+    if m:
+        rest, regions = m.group("path"), m.group("mode").strip().lower()
     if kind == "qspatial":
         head, colon, tail = rest.rpartition(":")
         if colon and head and tail and "/" not in tail and "\\" not in tail:
-            return kind, head, tail
-    return kind, rest, None
+            return kind, head, tail, regions
+    return kind, rest, None, regions
 
 
 def benchmark_path(spec: str) -> Path | None:
@@ -1036,25 +1101,37 @@ def benchmark_path(spec: str) -> Path | None:
     return Path(path) if path and Path(path).exists() else None
 
 
-def load_benchmark(spec: str, *, image_root: str | os.PathLike[str] | None = None) -> Benchmark:
+def load_benchmark(spec: str, *, image_root: str | os.PathLike[str] | None = None,
+                   regions: str | None = None) -> Benchmark:
     """Load a benchmark from a spec string (see ``BENCHMARK_SPECS``).
 
     ``"qspatial:PATH_OR_HUB[:SPLIT]"`` (e.g. ``qspatial:andrewliao11/Q-Spatial-Bench:QSpatial_plus``),
-    ``"spatialrgpt:PATH"``, ``"spatialforge:PATH"``, or a folder (a spatialforge dataset / synthetic
-    benchmark). ``image_root`` is passed to the Q-Spatial and SpatialRGPT loaders.
+    ``"spatialrgpt:PATH[:regions=draw|none]"``, ``"spatialforge:PATH"``, or a folder (a spatialforge
+    dataset / synthetic benchmark). ``image_root`` is passed to the Q-Spatial and SpatialRGPT loaders.
+    ``regions`` (``"draw"`` / ``"none"``; default: the spec's ``regions=``, else ``"draw"``) says
+    whether SpatialRGPT-Bench's regions are drawn on its images (:func:`load_spatialrgpt`); the
+    other benchmarks have no regions: ``"draw"`` is refused for them, ``"none"`` changes nothing.
     """
     forms = "; ".join(BENCHMARK_SPECS)
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"benchmark spec must be a non-empty string, got {spec!r}; accepted forms: {forms}")
     spec = spec.strip()
-    kind, rest, split = _spec_parts(spec)
+    kind, rest, split, spec_regions = _spec_options(spec)
+    for where, mode in (("", regions), (f"benchmark spec {spec!r}: ", spec_regions)):
+        if mode is not None and mode not in REGION_MODES:
+            raise ConfigError(f"{where}regions must be one of {', '.join(REGION_MODES)}, got {mode!r}")
+    if regions is not None and spec_regions is not None and regions != spec_regions:
+        raise ConfigError(f"benchmark spec {spec!r} says regions={spec_regions}, but regions={regions} was asked for")
+    mode = regions or spec_regions
+    if kind != "spatialrgpt" and (spec_regions is not None or mode == "draw"):
+        raise ConfigError(f"benchmark spec {spec!r}: only SpatialRGPT-Bench (spatialrgpt:PATH) has regions to draw")
     if kind:
         if not rest:
             raise ConfigError(f"benchmark spec {spec!r} names no path; accepted forms: {forms}")
         if kind == "qspatial":
             return load_qspatial(rest, split, image_root=image_root)
         if kind == "spatialrgpt":
-            return load_spatialrgpt(rest, image_root=image_root)
+            return load_spatialrgpt(rest, image_root=image_root, regions=mode or "draw")
         return load_spatialforge(rest)
     if Path(spec).is_dir():
         return load_spatialforge(spec)

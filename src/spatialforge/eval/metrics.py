@@ -19,24 +19,41 @@ Unanswered questions stay in every denominator below that is "all questions" and
 there (the benchmarks' worst case: wrong / outside / MRA 0).
 
 Record fields: ``id, benchmark, type, kind, unit, question, truth, answer, status, flags, value,
-answered, invalid_truth, correct, ratio, abs_rel_err, within_2x, within_1.25x, mra, hour_err,
-within_1h``. Fields that do not apply to a question's kind are ``None``.
+answered, invalid_truth, correct, ratio, abs_rel_err, within_2x, within_1.25x, within_25pct, mra,
+hour, hour_err, within_1h``. Fields that do not apply to a question's kind are ``None``.
 
 * ``yes_no`` / ``choice``: ``correct`` = (value == truth); unanswered -> ``False``.
 * quantitative, unit ``m`` / ``ratio`` (truth ``y`` > 0, prediction ``ŷ``):
-  ``ratio`` = ŷ / y, ``abs_rel_err`` = |ŷ − y| / y (both ``None`` when unanswered),
-  ``within_2x`` = 0.5 ≤ ŷ/y ≤ 2, ``within_1.25x`` = 0.75 ≤ ŷ/y ≤ 1.25 (both bounds inside;
-  unanswered -> ``False``), ``mra`` = (1/10) Σ_{θ ∈ {0.50, 0.55, …, 0.95}} 1[|ŷ − y| / y < 1 − θ]
-  (strict; unanswered -> 0). A truth that is not finite or ≤ 0 makes the ratio undefined: the record
-  gets ``invalid_truth = True`` and ``None`` for all of these fields.
-* quantitative, unit ``clock`` (hours 1-12): the answer is rounded to the nearest whole hour (halves up),
-  ``hour_err`` = circular distance min(d, 12 − d) with d = |ŷ − y| mod 12 (12 vs 1 is 1 hour),
-  ``correct`` = (hour_err == 0), ``within_1h`` = (hour_err ≤ 1); unanswered -> ``False`` / ``None``.
+  ``ratio`` = ŷ / y, ``abs_rel_err`` = |ŷ − y| / y (both ``None`` when unanswered). The bands
+  (unanswered -> ``False``; both bounds inside):
+
+  - ``within_2x``: 1/2 ≤ ŷ/y ≤ 2, i.e. max(ŷ/y, y/ŷ) ≤ 2 (a factor of 2 either way);
+  - ``within_1.25x``: 1/1.25 = 0.8 ≤ ŷ/y ≤ 1.25, i.e. max(ŷ/y, y/ŷ) ≤ 1.25 (a factor of 1.25 either
+    way, the same multiplicative rule as within_2x; 0.75x is outside);
+  - ``within_25pct``: 0.75 ≤ ŷ/y ≤ 1.25, i.e. |ŷ − y| ≤ 0.25·y (±25 %, additive: 0.75x is inside,
+    0.79x too).
+
+  ``mra`` = (1/10) Σ_{θ ∈ {0.50, 0.55, …, 0.95}} 1[|ŷ − y| / y < 1 − θ] (strict; unanswered -> 0).
+  A truth that is not finite or ≤ 0 makes the ratio undefined: the record gets ``invalid_truth =
+  True`` and ``None`` for all of these fields.
+* quantitative, unit ``clock`` (hours 1-12): the answer (which may hold minutes or be the midpoint
+  of a range, e.g. 10.5 for "10:30") is turned into a whole ``hour`` by the item's convention,
+  ``item.meta["clock_rounding"]``:
+
+  - ``"nearest"`` (the default; spatialforge's own questions, whose truth is the hour nearest to the
+    direction): ⌊ŷ + 0.5⌋, so 10:20 is 10 and 10:30 is 11;
+  - ``"up"`` (SpatialRGPT-Bench, whose truth is 12 − ⌊angle / 30°⌋ with the angle measured from 12
+    o'clock counter-clockwise, i.e. the hour at the clockwise end of the 30° sector holding the
+    direction): ⌈ŷ⌉, so 10:20 and 10:40 are both 11, 10:00 is 10.
+
+  0 becomes 12. ``hour_err`` = circular distance min(d, 12 − d) with d = |hour − y| mod 12 (12 vs 1
+  is 1 hour), ``correct`` = (hour_err == 0), ``within_1h`` = (hour_err ≤ 1); unanswered ->
+  ``False`` / ``None``.
 
 Boundary comparisons use a slack of 1e-9 toward the decimal definition, so that values given in
 decimal land on the side they are on in decimal arithmetic: 2.0 vs 1.0 and 0.5 vs 1.0 are within 2x,
-1.25 / 0.75 vs 1.0 within 1.25x, and 1.2 vs 1.0 (relative error 0.2, 0.19999999999999996 in binary)
-does *not* pass the MRA threshold θ = 0.80 (0.2 < 0.2 is false).
+1.25 / 0.8 vs 1.0 within 1.25x, 0.75 vs 1.0 within ±25 %, and 1.2 vs 1.0 (relative error 0.2,
+0.19999999999999996 in binary) does *not* pass the MRA threshold θ = 0.80 (0.2 < 0.2 is false).
 
 Aggregates (:func:`summarize`)
 ------------------------------
@@ -59,9 +76,14 @@ where ``n`` is its denominator; a rate with an empty denominator is ``{"value": 
     ground truth"; Q-Spatial Bench (Liao et al., EMNLP 2024) calls it the success rate with
     δ = 2, success = max(ŷ/y, y/ŷ) < δ in its helper code (strict, so the two differ only for an
     answer exactly at 0.5x or 2x, which is inside here).
-  - ``within_1.25x`` — share of all valid questions with 0.75·y ≤ ŷ ≤ 1.25·y: the SpatialRGPT-Bench
-    (Cheng et al., NeurIPS 2024) quantitative success rate ("within ±25%", bounds inclusive in its
-    evaluation code; unmatched answers count as failures).
+  - ``within_1.25x`` — share of all valid questions with 0.8·y ≤ ŷ ≤ 1.25·y (a factor of 1.25 either
+    way): the δ < 1.25 accuracy of depth estimation, which SpatialRGPT-Bench's evaluation code also
+    reports for lengths (``a1`` = mean of max(y/ŷ, ŷ/y) < 1.25, strict; ``scripts/srgpt/eval/
+    evaluate_spatial_with_gpt4.py`` of github.com/AnjieCheng/SpatialRGPT); unanswered = fail.
+  - ``within_25pct`` — share of all valid questions with 0.75·y ≤ ŷ ≤ 1.25·y: the SpatialRGPT-Bench
+    (Cheng et al., NeurIPS 2024) quantitative success rate ("within ±25%", bounds inclusive in the
+    same evaluation code; unmatched answers count as failures). It accepts more below the truth
+    than ``within_1.25x`` (0.75x-0.8x).
   - ``mra`` — VSI-Bench (Yang et al., "Thinking in Space", 2024) mean relative accuracy: the mean over
     all valid questions of the per-question MRA above (unanswered = 0, VSI-Bench's worst case). The
     paper's formula uses the strict "<" implemented here; its lmms-eval code compares with "<=",
@@ -69,7 +91,8 @@ where ``n`` is its denominator; a rate with an empty denominator is ``{"value": 
   - ``abs_rel_err_median`` / ``abs_rel_err_mean`` — median / mean of |ŷ − y| / y over the *answered*
     valid questions (SpatialRGPT-Bench reports the mean).
 * ``clock`` (unit ``clock``): ``accuracy`` = exact hour / all clock questions, ``within_1h`` = circular
-  error ≤ 1 hour / all clock questions (SpatialRGPT-Bench's direction success), ``answered``.
+  error ≤ 1 hour / all clock questions (SpatialRGPT-Bench's direction success), ``answered``; the
+  hour of an answer follows each item's rounding convention (above).
 
 Confidence intervals: nonparametric percentile bootstrap over questions. For each scope a numpy
 ``Generator`` seeded with ``(seed, crc32(scope name))`` draws ``n_boot`` multinomial weight vectors
@@ -103,6 +126,7 @@ STATUSES = ("ok", "range", "refusal", "no_answer", "ambiguous")
 # 1 - theta for theta in {0.50, 0.55, ..., 0.95}: 0.50, 0.45, ..., 0.05 (each the double nearest the decimal)
 MRA_TOLERANCES = np.arange(50, 0, -5) / 100.0
 _SLACK = 1e-9
+CLOCK_ROUNDINGS = ("nearest", "up")
 _BOOT_CELLS = 2_000_000  # bootstrap weight-matrix cells per chunk (bounds memory for large benchmarks)
 
 
@@ -142,6 +166,26 @@ def _mra(rel_err: float) -> float:
     return float(np.count_nonzero(rel_err < MRA_TOLERANCES - _SLACK)) / MRA_TOLERANCES.size
 
 
+def _within(ratio: float, low: float, high: float) -> bool:
+    return bool(low - _SLACK <= ratio <= high + _SLACK)
+
+
+def _clock_rounding(item: BenchmarkItem) -> str:
+    meta = item.meta if isinstance(item.meta, Mapping) else {}
+    rounding = meta.get("clock_rounding", "nearest")
+    if rounding not in CLOCK_ROUNDINGS:
+        raise ValueError(f"{item.id}: meta clock_rounding must be one of {', '.join(CLOCK_ROUNDINGS)}, "
+                         f"got {rounding!r}")
+    return rounding
+
+
+def _whole_hour(value: float, rounding: str) -> int:
+    """The hour 1-12 of a clock reading: nearest (halves up) or the next whole hour (``up``)."""
+    hour = math.floor(value + 0.5) if rounding == "nearest" else math.ceil(value - _SLACK)
+    hour %= 12
+    return 12 if hour == 0 else int(hour)
+
+
 def _answer_value(item: BenchmarkItem, value: Any) -> tuple[Any, str | None]:
     """The answer's value in the item's type, or ``(None, flag)`` when it cannot be used."""
     if value is None:
@@ -179,8 +223,8 @@ def score_item(item: BenchmarkItem, parsed: ParsedAnswer, answer_text: str = "")
         "id": item.id, "benchmark": item.benchmark, "type": item.type, "kind": item.kind, "unit": item.unit,
         "question": item.question, "truth": _plain(item.truth), "answer": answer_text, "status": status,
         "flags": flags, "value": value, "answered": answered, "invalid_truth": False, "correct": None,
-        "ratio": None, "abs_rel_err": None, "within_2x": None, "within_1.25x": None, "mra": None,
-        "hour_err": None, "within_1h": None,
+        "ratio": None, "abs_rel_err": None, "within_2x": None, "within_1.25x": None, "within_25pct": None,
+        "mra": None, "hour": None, "hour_err": None, "within_1h": None,
     }
     if item.kind == "yes_no":
         rec["truth"] = bool(item.truth)
@@ -196,23 +240,26 @@ def score_item(item: BenchmarkItem, parsed: ParsedAnswer, answer_text: str = "")
         rec["truth"] = truth
         rec["correct"] = rec["within_1h"] = False
         if answered:
-            d = abs(math.floor(value + 0.5) - math.floor(truth + 0.5)) % 12
+            rounding = _clock_rounding(item)
+            hour = _whole_hour(value, rounding)
+            d = abs(hour - _whole_hour(truth, rounding)) % 12
             err = int(min(d, 12 - d))
-            rec.update(hour_err=err, correct=err == 0, within_1h=err <= 1)
+            rec.update(hour=hour, hour_err=err, correct=err == 0, within_1h=err <= 1)
     else:
         truth = _finite_number(item.truth)
         if truth is None or truth <= 0:
             rec["invalid_truth"] = True
             return rec
         rec["truth"] = truth
-        rec.update({"within_2x": False, "within_1.25x": False, "mra": 0.0})
+        rec.update({"within_2x": False, "within_1.25x": False, "within_25pct": False, "mra": 0.0})
         if answered:
             ratio = value / truth
             rel = abs(value - truth) / truth
             rec.update({
                 "ratio": ratio, "abs_rel_err": rel, "mra": _mra(rel),
-                "within_2x": bool(0.5 - _SLACK <= ratio <= 2.0 + _SLACK),
-                "within_1.25x": bool(0.75 - _SLACK <= ratio <= 1.25 + _SLACK),
+                "within_2x": _within(ratio, 1 / 2.0, 2.0),
+                "within_1.25x": _within(ratio, 1 / 1.25, 1.25),
+                "within_25pct": _within(ratio, 0.75, 1.25),
             })
     return rec
 
@@ -337,6 +384,7 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
     b.mean("quant.answered", answered, quant)
     b.mean("quant.within_2x", _flag(recs, lambda r: r.get("within_2x")), quant)
     b.mean("quant.within_1.25x", _flag(recs, lambda r: r.get("within_1.25x")), quant)
+    b.mean("quant.within_25pct", _flag(recs, lambda r: r.get("within_25pct")), quant)
     mra = np.fromiter((float(r.get("mra") or 0.0) for r in recs), dtype=float, count=n)
     b.mean("quant.mra", mra, quant)
     b.mean("quant.abs_rel_err_mean", np.nan_to_num(rel), quant & answered & np.isfinite(rel))
@@ -362,7 +410,8 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
         "quantitative": {
             "n": n_quant, "invalid_truth": n_quant - int(np.count_nonzero(quant)),
             "answered": m["quant.answered"], "within_2x": m["quant.within_2x"],
-            "within_1.25x": m["quant.within_1.25x"], "mra": m["quant.mra"],
+            "within_1.25x": m["quant.within_1.25x"], "within_25pct": m["quant.within_25pct"],
+            "mra": m["quant.mra"],
             "abs_rel_err_median": m["quant.abs_rel_err_median"], "abs_rel_err_mean": m["quant.abs_rel_err_mean"],
         },
         "clock": {"n": int(np.count_nonzero((kind == "quantitative") & (unit == "clock"))),
@@ -420,6 +469,7 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("answered", ("answered",)),
     ("within 2x", ("quantitative", "within_2x")),
     ("within 1.25x", ("quantitative", "within_1.25x")),
+    ("within ±25%", ("quantitative", "within_25pct")),
     ("MRA", ("quantitative", "mra")),
     ("median rel err", ("quantitative", "abs_rel_err_median")),
     ("mean rel err", ("quantitative", "abs_rel_err_mean")),
