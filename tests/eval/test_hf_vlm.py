@@ -4,6 +4,8 @@ models."""
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -359,3 +361,38 @@ def test_built_from_a_model_spec_and_wrapped_blind(tiny_dirs, reference):
     assert [a.text for a in blind.answer(_items())] == reference["qwen2_5_vl"][False]
     with pytest.raises(ConfigError, match="unknown option 'image_size'"):
         build_model(f"hf:{folder}", image_size=3)
+
+
+def test_a_peft_adapter_folder_loads_on_its_base_model(tiny_dirs, reference, tmp_path, monkeypatch):
+    """hf:ADAPTER applies the adapter to the base its config names (absolute, or relative to the working directory);
+    without processor files of its own, the base model's processor is used."""
+    peft = pytest.importorskip("peft")
+    base = tiny_dirs["qwen2_5_vl"]
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    adapter = tmp_path / "adapter"
+    lora.save_pretrained(str(adapter))
+    assert not (adapter / "tokenizer_config.json").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == base
+    loaded = HFVisionLanguageModel(str(adapter), device="cpu", batch_size=3, max_new_tokens=NEW_TOKENS)
+    texts = [a.text for a in loaded.answer(_items())]
+    assert type(loaded.model).__name__ == "PeftModelForCausalLM" and loaded.describe()["adapter_base"] == base
+    assert texts != reference["qwen2_5_vl"][True]  # the adapter changes the answers
+    processor = transformers.AutoProcessor.from_pretrained(base)
+    in_memory = HFVisionLanguageModel.from_loaded(lora, processor, name="lora", batch_size=3,
+                                                  max_new_tokens=NEW_TOKENS)
+    assert [a.text for a in in_memory.answer(_items())] == texts
+    # a relative base path, read from the working directory as PEFT does
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "qwen2_5_vl"}))
+    monkeypatch.chdir(Path(base).parent)
+    relative = HFVisionLanguageModel(str(adapter), device="cpu", batch_size=3, max_new_tokens=NEW_TOKENS)
+    assert [a.text for a in relative.answer(_items())] == texts
+    monkeypatch.chdir(tmp_path)  # from elsewhere: taken for a hub id, which is not there
+    with pytest.raises(ConfigError, match=r"cannot load the base model 'qwen2_5_vl' of the adapter .*set "
+                                          r"base_model_name_or_path in .*adapter_config.json to its absolute path"):
+        HFVisionLanguageModel(str(adapter), device="cpu").load()

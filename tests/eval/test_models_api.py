@@ -285,6 +285,24 @@ def test_describe_without_secrets():
     assert isinstance(model, VQAModel)
 
 
+def test_fingerprint_holds_what_decides_the_answers_and_no_secret():
+    options = dict(base_url="https://user:pw@example.com/v1?api-key=abc", api_key_env="SF_TEST_KEY",
+                   extra_body={"api_key": "abc", "top_p": 0.5})
+    fp = OpenAICompatibleModel("gpt-4o", **options).fingerprint()
+    assert "abc" not in json.dumps(fp) and "pw" not in json.dumps(fp)
+    assert (fp["base_url"], fp["model"]) == ("https://example.com/v1", "gpt-4o")
+    assert fp["generation"] == {"max_tokens": 128, "temperature": 0.0, "extra_body": {"api_key": "***", "top_p": 0.5}}
+    assert fp["prompt"]["system_prompt"] == SYSTEM_PROMPT and fp["prompt"]["style"] == "default"
+    # how requests are made does not decide the answers
+    same = OpenAICompatibleModel("gpt-4o", **{**options, "api_key_env": None}, concurrency=9, max_retries=0,
+                                 timeout_s=1)
+    assert same.fingerprint() == fp
+    for other in (dict(base_url="https://example.com/v2"), dict(temperature=0.5), dict(max_tokens=16),
+                  dict(extra_body={"top_p": 0.9}), dict(send_image=False), dict(image_max_side=512),
+                  dict(prompt_style="plain"), dict(system_prompt="")):
+        assert OpenAICompatibleModel("gpt-4o", **{**options, **other}).fingerprint() != fp, other
+
+
 # ---------------------------------------------------------------- blind mode
 
 

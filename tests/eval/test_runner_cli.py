@@ -193,17 +193,21 @@ def test_a_run_folder_belongs_to_one_model_and_benchmark(bench_dir, tmp_path, ca
     class Other(_Scripted):
         name = "another-model"
 
-    with pytest.raises(ConfigError, match=r"holds answers of another run .*model"):
+    with pytest.raises(ConfigError, match=r"cannot resume: the model changed \(scripted -> another-model\); use a new "
+                                          r"--out or --overwrite"):
         run_eval(bench, Other(), out, progress=False)
-    with pytest.raises(ConfigError, match=r"holds answers of another run .*items"):
+    with pytest.raises(ConfigError, match=r"cannot resume: the benchmark changed \(6 -> 7 questions\)"):
         run_eval(load_benchmark(str(bench_dir)).subset(limit=7), _Scripted(text="yes"), out, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot resume: the image setting changed \(with the image -> without"):
+        run_eval(bench, _Scripted(text="yes"), out, progress=False, use_image=False)
     # through the CLI: one line, and --overwrite starts over
     cli_out = tmp_path / "cli"
     args = ["eval", "run", "--benchmark", str(bench_dir), "--limit", "4", "--out", str(cli_out), "--no-progress"]
     assert main([*args, "--model", "prior"]) == 0
     capsys.readouterr()
     assert main([*args, "--model", "blind:prior"]) == 2
-    assert "another run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot resume: the model changed (prior -> blind:prior)" in err
     assert main([*args, "--model", "blind:prior", "--overwrite"]) == 0
 
 
@@ -224,3 +228,29 @@ def test_null_answers_count_as_missing(bench_dir, tmp_path):
 
     s = score_answers(bench, answers, tmp_path / "o", n_boot=10)
     assert s["answers_file"]["missing"] == len(bench)
+
+
+def test_another_endpoint_or_other_generation_settings_refuse_the_old_answers(bench_dir, tmp_path, capsys):
+    """The model name alone (openai:fake) does not tell two endpoints or two settings apart: the fingerprint does."""
+    from spatialforge.eval.models import build_model
+
+    out = tmp_path / "api"
+    args = ["eval", "run", "--benchmark", str(bench_dir), "--limit", "4", "--out", str(out), "--no-progress"]
+    with FakeOpenAIServer() as first, FakeOpenAIServer() as second:
+        assert main([*args, "--model", f"openai:fake@{first.base_url}"]) == 0
+        assert len(first.requests) == 4
+        assert main([*args, "--model", f"openai:fake@{first.base_url}", "--concurrency", "1"]) == 0  # resumed
+        assert len(first.requests) == 4
+        capsys.readouterr()
+        assert main([*args, "--model", f"openai:fake@{second.base_url}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and (f"cannot resume: the model changed (base_url {first.base_url} -> "
+                                         f"{second.base_url}); use a new --out or --overwrite") in err
+        assert main([*args, "--model", f"openai:fake@{first.base_url}", "--max-new-tokens", "64"]) == 2
+        assert "cannot resume: the model changed (max_tokens 128 -> 64)" in capsys.readouterr().err
+        bench = load_benchmark(str(bench_dir)).subset(limit=4)
+        with pytest.raises(ConfigError, match=r"the model changed \(temperature 0.0 -> 0.7\)"):
+            run_eval(bench, build_model(f"openai:fake@{first.base_url}", temperature=0.7), out, progress=False)
+        assert second.requests == [] and len(first.requests) == 4  # nothing was asked of a refused model
+        assert main([*args, "--model", f"openai:fake@{second.base_url}", "--overwrite"]) == 0
+        assert len(second.requests) == 4

@@ -17,6 +17,8 @@ pytest.importorskip("trl")
 from PIL import Image  # noqa: E402
 
 from spatialforge.errors import ConfigError, DatasetError  # noqa: E402
+from spatialforge.eval.benchmarks import load_benchmark  # noqa: E402
+from spatialforge.eval.models.base import SYSTEM_PROMPT, build_prompt  # noqa: E402
 from spatialforge.io.dataset import iter_rows  # noqa: E402
 from spatialforge.vlmtrain import (  # noqa: E402
     CLI_FIELDS,
@@ -166,12 +168,27 @@ def test_chunk_conversation_repeats_the_image_per_chunk():
 
 
 def test_spatial_examples_read_a_generated_dataset(spatial_out):
-    rows = list(iter_rows(spatial_out, columns=["messages"]))
+    rows = list(iter_rows(spatial_out, columns=["messages", "qa"]))
     examples = SpatialExamples(spatial_out, max_qa_per_example=3)
     assert len(examples) == sum(-(-len(r["messages"]) // 6) for r in rows)
     ex = examples[0]
     assert ex["spatial"] and len(ex["images"]) == 1 and ex["images"][0].size == (160, 120)
-    assert ex["messages"][1]["content"][0]["text"] == rows[0]["messages"][1]["content"][0]["text"]
+    messages = ex["messages"]
+    assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 3]
+    assert messages[0]["content"] == [{"type": "text", "text": SYSTEM_PROMPT}]
+    assert messages[1]["content"][0] == {"type": "image"} and len(messages[1]["content"]) == 2
+    # the user turns: the question and the evaluation's answer-format instruction; the answers: the dataset's
+    bench = load_benchmark(spatial_out)
+    for k in range(3):
+        question = rows[0]["messages"][2 * k]["content"][-1]["text"]
+        assert messages[1 + 2 * k]["content"][-1]["text"] == build_prompt(bench.by_id(rows[0]["qa"][k]["id"]))
+        assert messages[1 + 2 * k]["content"][-1]["text"].startswith(question + "\nAnswer directly")
+        assert messages[2 + 2 * k]["content"] == rows[0]["messages"][2 * k + 1]["content"][:1]
+    bare = SpatialExamples(spatial_out, max_qa_per_example=3, system_prompt="", prompt_style="plain")[0]["messages"]
+    assert bare[0]["role"] == "user" and bare[0]["content"][-1]["text"] == rows[0]["qa"][0]["question"]
+    merged = SpatialExamples(spatial_out, max_qa_per_example=3, system_in_user=True)[0]["messages"]
+    assert merged[0]["role"] == "user" and merged[0]["content"][-1]["text"] == (
+        SYSTEM_PROMPT + "\n\n" + messages[1]["content"][-1]["text"])
     with pytest.raises(DatasetError, match="no Parquet"):
         SpatialExamples(spatial_out + "/nope", 3)
 
@@ -257,6 +274,44 @@ def test_collator_unmasks_exactly_the_assistant_answers(processor, spatial_out, 
     cut = AssistantOnlyCollator(processor, max_length=last_image + 5)([spatial[0]])
     assert cut["input_ids"].shape[1] == cut["labels"].shape[1] == cut["mm_token_type_ids"].shape[1] == last_image + 5
     assert torch.equal(cut["input_ids"][0], first["input_ids"][0, : last_image + 5])
+
+
+def test_training_examples_are_the_conversations_eval_sends(tiny_model, processor, spatial_out, monkeypatch):
+    """What `spatialforge train` shows the model before an answer is exactly what `eval run` (hf) sends for the same
+    question: the same rendered chat text (system prompt included) and the same tokens, image tokens included."""
+    from spatialforge.eval.models.hf_vlm import HFVisionLanguageModel
+
+    examples = SpatialExamples(spatial_out, max_qa_per_example=3)
+    ex = examples[0]
+    first_qa = next(iter_rows(spatial_out, columns=["qa"]))["qa"]
+    bench = load_benchmark(spatial_out)
+    model = HFVisionLanguageModel(tiny_model, device="cpu", max_new_tokens=1)
+    model.load()
+    rendered, sent = [], []
+    render = model.processor.apply_chat_template
+    monkeypatch.setattr(model.processor, "apply_chat_template",
+                        lambda *a, **k: rendered.append(render(*a, **k)) or rendered[-1])
+    generate = model.model.generate
+    monkeypatch.setattr(model.model, "generate", lambda **k: sent.append(k) or generate(**k))
+    assert model.answer([bench.by_id(first_qa[0]["id"])])[0].ok
+    eval_text = rendered[-1]
+    train_text = processor.apply_chat_template(ex["messages"][:2], tokenize=False, add_generation_prompt=True)
+    assert train_text == eval_text
+    assert SYSTEM_PROMPT in eval_text and "Answer directly" in eval_text
+    assert "You are a helpful assistant" not in eval_text  # not the template's default system prompt
+    # later turns of the example (no image, no second system turn): the user text eval sends for those questions
+    for k in (1, 2):
+        model.answer([bench.by_id(first_qa[k]["id"])])
+        user = ex["messages"][2 * k + 1]
+        assert user["role"] == "user" and [p["type"] for p in user["content"]] == ["text"]
+        assert rendered[-1].endswith(f"<|vision_end|>{user['content'][0]['text']}<|im_end|>\n<|im_start|>assistant\n")
+    # token by token: the training sequence starts with eval's prompt, and the supervised answer starts right after it
+    eval_ids = sent[0]["input_ids"][0][sent[0]["attention_mask"][0].bool()].tolist()
+    batch = AssistantOnlyCollator(processor)([ex])
+    train_ids = batch["input_ids"][0].tolist()
+    assert train_ids[:len(eval_ids)] == eval_ids
+    labels = batch["labels"][0]
+    assert labels[len(eval_ids)] != IGNORE_INDEX and (labels[:len(eval_ids)] == IGNORE_INDEX).all()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,6 +439,47 @@ def test_cli_trains_and_scores_the_benchmark_during_training(tiny_model, spatial
     assert "last evaluation" in printed and f"final loss {summary['final_loss']:.4g} (logged at step 4)" in printed
 
 
+def test_adapter_evaluates_from_anywhere_and_a_retrained_adapter_is_never_resumed(tiny_model, spatial_out, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """The adapter stores its base model's absolute path (trained here with a relative one), so `eval run
+    --model hf:RUN/adapter` works from another directory; retraining it in place refuses the old answers."""
+    from spatialforge.cli.main import main
+
+    base = Path(tiny_model)
+    monkeypatch.chdir(base.parent)
+    run = tmp_path / "run"
+    train_vlm(_config(base.name, spatial_out, run, "train.max_steps=2", "train.save_steps=1"), progress=False,
+              log=_quiet)
+    for folder in (run / "adapter", run / "checkpoint-2"):
+        stored = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert stored == str(base.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = ["eval", "run", "--benchmark", spatial_out, "--model", f"hf:{run / 'adapter'}", "--out", "ev", "--limit",
+            "3", "--device", "cpu", "--max-new-tokens", "4", "--no-progress"]
+    assert main(args) == 0
+    info = json.loads((elsewhere / "ev" / "run.json").read_text())
+    assert info["asked"] == 3 and info["model"]["adapter_base"] == str(base.resolve())
+    assert info["model_errors"] == {} and "PeftModel" in info["model"]["model_class"]  # the adapter is applied
+    capsys.readouterr()
+    assert main(args) == 0  # the same adapter and settings: resumed, nothing asked again
+    assert "3 questions already answered, 0 asked now" in capsys.readouterr().out
+    assert main([*args[:-2], "8", "--no-progress"]) == 2
+    assert "cannot resume: the model changed (max_new_tokens 4 -> 8); use a new --out or --overwrite" in \
+        _one_line_error(capsys)
+    # retrained in place (two more steps from its checkpoint): the adapter's weights changed
+    monkeypatch.chdir(base.parent)
+    train_vlm(_config(base.name, spatial_out, run, "train.max_steps=4", "train.save_steps=1"), progress=False,
+              log=_quiet)
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "cannot resume: the model changed (adapter weights modified (adapter_model.safetensors))" in \
+        _one_line_error(capsys)
+    assert main([*args, "--overwrite"]) == 0
+
+
 def test_cli_eval_every_needs_a_benchmark(tmp_path, capsys):
     from spatialforge.cli.main import main
 
@@ -446,6 +542,8 @@ def test_cli_train_resumes_overwrites_and_prints_the_loss(tiny_model, spatial_ou
     printed = capsys.readouterr().out
     assert "None" not in printed and "no loss logged (2 steps; a loss is logged every 10" in printed
     assert "mean training loss" in printed
+    assert f"evaluate it with: spatialforge eval run --benchmark BENCHMARK --model hf:{out.resolve() / 'adapter'}" \
+        in printed
     assert all(TRAIN_OUTPUT.owned(p.name) for p in out.iterdir()), sorted(p.name for p in out.iterdir())
     (out / "notes.txt").write_text("mine")
     assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "3", "--save-steps", "1")) == 0  # resumed

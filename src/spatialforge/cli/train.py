@@ -241,4 +241,7 @@ def run_train(args: argparse.Namespace) -> int:
     if summary.get("evals"):
         print(f"last evaluation: {summary['evals'][-1]}")
     print(f"written to {out}")
+    if summary.get("adapter_dir"):  # the adapter names its base model by an absolute path: usable from anywhere
+        print(f"evaluate it with: spatialforge eval run --benchmark BENCHMARK --model "
+              f"hf:{Path(summary['adapter_dir']).resolve()} --out FOLDER")
     return 0

@@ -9,7 +9,12 @@ again. Records are keyed by the QA ``id``; when an id appears twice, the last re
 
 ``fingerprint.json`` (which benchmark, model and image setting the answers belong to) is written
 with the first answers, so a run whose model fails on its first call leaves no half-claimed
-folder. :func:`run_eval` and :func:`score_answers` write into the folder they are given; the
+folder. The model part is its name and its ``fingerprint()`` (the weights' file signatures or hub
+commit, the endpoint, the generation settings, the prompt: :mod:`spatialforge.eval.models.fingerprint`),
+so retraining an adapter in place, another endpoint URL or other generation settings are refused
+with one line saying what changed, never resumed with the old answers.
+
+:func:`run_eval` and :func:`score_answers` write into the folder they are given; the
 ``spatialforge eval`` commands first claim it with :func:`spatialforge.io.outdir.prepare_output_dir`
 (kinds :data:`RUN_OUTPUT` and :data:`SCORE_OUTPUT`, which list every top-level entry they write).
 """
@@ -30,8 +35,9 @@ from tqdm import tqdm
 
 from spatialforge._text import count
 from spatialforge.errors import ConfigError, DatasetError
-from spatialforge.eval.answers import parse_answer
+from spatialforge.eval.answers import item_subjects, parse_answer
 from spatialforge.eval.metrics import score_item, summarize, write_summary
+from spatialforge.eval.models.fingerprint import fingerprint_changes
 from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.outdir import OutputKind, atomic_path
@@ -48,8 +54,12 @@ SCORE_OUTPUT = OutputKind("eval-score", (RECORDS, "summary.json", "summary.md"))
 
 def record_for(item: BenchmarkItem, text: str | None, error: str | None = None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse and score one answer (a failed model call counts as unanswered, with its error)."""
-    parsed = (parse_answer(text, item.kind, item.unit, item.options) if text is not None and error is None
+    """Parse (with the item's question, type and compared objects) and score one answer.
+
+    A failed model call counts as unanswered, with its error.
+    """
+    parsed = (parse_answer(text, item.kind, item.unit, item.options, question=item.question, qtype=item.type,
+                           subjects=item_subjects(item)) if text is not None and error is None
               else ParsedAnswer("no_answer", flags=("model_error",) if error else ("missing",)))
     rec = score_item(item, parsed, text or "")
     if error is not None:
@@ -96,12 +106,43 @@ def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def _fingerprint(benchmark: Any, model: Any, use_image: bool) -> dict[str, Any]:
-    """What a run folder's answers belong to: the questions and truths, the model, the image setting."""
+    """What a run folder's answers belong to: the questions and truths, the model (its name and its
+    ``fingerprint()``: weights, endpoint, generation settings, prompt), the image setting."""
     h = hashlib.sha256()
     for it in benchmark.items:
         h.update(json.dumps([it.id, it.question, it.truth, it.unit, list(it.options)], default=str).encode())
-    return {"benchmark": benchmark.name, "items": len(benchmark.items), "items_sha256": h.hexdigest()[:16],
-            "model": model.name, "use_image": use_image}
+    identity = getattr(model, "fingerprint", None)
+    fingerprint = {"benchmark": benchmark.name, "items": len(benchmark.items), "items_sha256": h.hexdigest()[:16],
+                   "model": model.name, "model_fingerprint": identity() if callable(identity) else None,
+                   "use_image": use_image}
+    return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from fingerprint.json
+
+
+def _mismatch(previous: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between the fingerprint of the answers in a folder and this run's, in one phrase ("" if
+    nothing does)."""
+    reasons = []
+    if any(previous.get(k) != now[k] for k in ("benchmark", "items", "items_sha256")):
+        if previous.get("benchmark") != now["benchmark"]:
+            what = f"{previous.get('benchmark')} -> {now['benchmark']}"
+        elif previous.get("items") != now["items"]:
+            what = f"{previous.get('items')} -> {now['items']} questions"
+        else:
+            what = "its questions or truths differ"
+        reasons.append(f"the benchmark changed ({what})")
+    if previous.get("model") != now["model"]:
+        reasons.append(f"the model changed ({previous.get('model')} -> {now['model']})")
+    elif "model_fingerprint" not in previous and now["model_fingerprint"] is not None:
+        reasons.append("the model's weights and settings were not recorded (the folder was written by an older "
+                       "spatialforge)")
+    elif previous.get("model_fingerprint") != now["model_fingerprint"]:
+        changes = fingerprint_changes(previous["model_fingerprint"], now["model_fingerprint"])
+        reasons.append(f"the model changed ({'; '.join(changes)})")
+    if previous.get("use_image") != now["use_image"]:
+        reasons.append("the image setting changed (" + " -> ".join(
+            "with the image" if v else "without the image" for v in (previous.get("use_image"), now["use_image"]))
+            + ")")
+    return ", ".join(reasons)
 
 
 def _rescored(benchmark: Any, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,10 +175,9 @@ def run_eval(benchmark: Any, model: Any, out_dir: str | os.PathLike[str], *, chu
             previous = json.loads(fp_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise DatasetError(f"{fp_path}: unreadable; use a new --out or --overwrite", path=str(fp_path)) from None
-        if previous != fingerprint:
-            changed = ", ".join(k for k in fingerprint if previous.get(k) != fingerprint[k])
-            raise ConfigError(f"{out}: holds answers of another run (different {changed}); "
-                              f"use a new --out or --overwrite")
+        reason = _mismatch(previous if isinstance(previous, dict) else {}, fingerprint)
+        if reason:
+            raise ConfigError(f"{out}: cannot resume: {reason}; use a new --out or --overwrite")
     claimed = False
 
     def claim() -> None:  # the folder's answers belong to this run from the first answer on

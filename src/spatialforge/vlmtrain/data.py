@@ -4,9 +4,13 @@ An *example* is a dict ``{"images": [PIL.Image, ...], "messages": [...], "spatia
 the Hugging Face chat format (``content`` is a list of ``{"type": "image"}`` and
 ``{"type": "text", "text": ...}`` parts, one image part per image, in order).
 
-* :class:`SpatialExamples` reads a ``spatialforge generate`` output folder; each image's QA turns
-  are split into chunks of at most ``max_qa_per_example`` QA pairs, each chunk repeating the image
-  in its first user turn.
+* :class:`SpatialExamples` reads a ``spatialforge generate`` output folder; each image's QA pairs
+  are split into chunks of at most ``max_qa_per_example`` pairs, each chunk a conversation that
+  repeats the image in its first user turn. The conversation is the one ``spatialforge eval run``
+  sends for the same questions: a system turn with the evaluation's system prompt, and user turns
+  written by :func:`spatialforge.eval.models.base.build_prompt` (the question and its answer-format
+  instruction), through :func:`spatialforge.eval.models.base.chat_messages`; the assistant turns
+  are the dataset's answers.
 * :class:`GeneralExamples` adapts any Hugging Face dataset with an image column and a
   conversation (schema in docs/training.md, "General VQA data").
 * :func:`mix_schedule` decides, deterministically from a seed, which source every position of
@@ -31,6 +35,7 @@ from PIL import Image
 
 from spatialforge._optional import require
 from spatialforge.errors import DatasetError, SpatialForgeError
+from spatialforge.eval.models.base import SYSTEM_PROMPT, build_prompt, chat_messages, check_prompt_style
 from spatialforge.io.dataset import iter_rows
 
 __all__ = [
@@ -166,20 +171,42 @@ def _decode_image(value: Any, where: str) -> Image.Image:
 # Sources
 
 
+def _spatial_prompt(qa: Any, style: str, where: str) -> tuple[str, str]:
+    """The user prompt ``eval run`` sends for one ``qa`` record of a spatialforge dataset, and its answer."""
+    from spatialforge.eval import benchmarks
+
+    try:  # the very item `eval run --benchmark OUT` asks, so the prompt is the same text
+        item = benchmarks._spatialforge_item("train", qa, b"", {})
+    except benchmarks._Skip as skip:
+        raise DatasetError(f"{where}: a QA pair cannot be used ({skip})") from None
+    return build_prompt(item, style), item.reference_answer
+
+
 class SpatialExamples:
     """The chunked QA conversations of a ``spatialforge generate`` output (images decoded on access).
 
-    The messages are read into memory once; the image column stays in Arrow buffers (the
-    original file bytes) and each image is decoded when its example is requested.
+    Each conversation is what evaluation sends (see the module doc): ``system_prompt`` (default:
+    the evaluation's :data:`~spatialforge.eval.models.base.SYSTEM_PROMPT`; ``""``: none, the chat
+    template's default) and the :func:`~spatialforge.eval.models.base.build_prompt` text of each
+    question in ``prompt_style``; ``system_in_user`` for chat templates that refuse a system turn
+    (the evaluation backend does the same). The QA records are read into memory once; the image
+    column stays in Arrow buffers (the original file bytes) and each image is decoded when its
+    example is requested.
     """
 
-    def __init__(self, out_dir: str | Path, max_qa_per_example: int) -> None:
+    def __init__(self, out_dir: str | Path, max_qa_per_example: int, *, system_prompt: str = SYSTEM_PROMPT,
+                 prompt_style: str = "default", system_in_user: bool = False) -> None:
         self.out_dir = Path(out_dir)
+        self.system_prompt = system_prompt
+        self.prompt_style = check_prompt_style(prompt_style)
+        self.system_in_user = system_in_user
+        if max_qa_per_example < 1:
+            raise SpatialForgeError(f"max_qa_per_example must be >= 1, got {max_qa_per_example}")
         files = sorted((self.out_dir / "data").glob("*.parquet"))
         if not files:
             raise DatasetError(f"{self.out_dir}: no Parquet shards under data/ (is this a spatialforge generate "
                                "output?)", path=str(self.out_dir))
-        rows = list(iter_rows(self.out_dir, columns=["scene_id", "messages"]))
+        rows = list(iter_rows(self.out_dir, columns=["scene_id", "qa"]))
         self._images = []
         for f in files:
             try:
@@ -191,15 +218,17 @@ class SpatialExamples:
             raise DatasetError(f"{self.out_dir}: {_plural(len(rows), 'row')} but "
                                f"{_plural(int(self._image_offsets[-1]), 'image')}")
         self.scene_ids: list[str] = []
-        self._items: list[tuple[int, list[dict[str, Any]]]] = []
+        self._items: list[tuple[int, list[str], list[str]]] = []  # (row, prompts, answers)
         self.rows_without_questions = 0
         for r, row in enumerate(rows):
-            if not row["messages"]:
+            if not row["qa"]:
                 self.rows_without_questions += 1
                 continue
             where = f"{self.out_dir} scene {row['scene_id']!r}"
-            for chunk in chunk_conversation(row["messages"], max_qa_per_example, where):
-                self._items.append((r, chunk))
+            turns = [_spatial_prompt(qa, self.prompt_style, where) for qa in row["qa"]]
+            for start in range(0, len(turns), max_qa_per_example):
+                chunk = turns[start:start + max_qa_per_example]
+                self._items.append((r, [q for q, _ in chunk], [a for _, a in chunk]))
             self.scene_ids.append(row["scene_id"])
         if not self._items:
             raise DatasetError(f"{self.out_dir}: the dataset holds no questions to train on")
@@ -212,10 +241,14 @@ class SpatialExamples:
         value = self._images[k][row - int(self._image_offsets[k])].as_py()
         return _decode_image(value, f"{self.out_dir} row {row}")
 
+    def messages(self, index: int) -> list[dict[str, Any]]:
+        """The conversation of example ``index`` (without decoding its image)."""
+        _, prompts, answers = self._items[index]
+        return chat_messages(prompts, answers, system_prompt=self.system_prompt, image=True,
+                             system_in_user=self.system_in_user)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row, messages = self._items[index]
-        return {"images": [self.image(row)], "messages": [dict(m, content=list(m["content"])) for m in messages],
-                "spatial": True}
+        return {"images": [self.image(self._items[index][0])], "messages": self.messages(index), "spatial": True}
 
 
 def open_general_dataset(source: str, split: str = "train", config_name: str | None = None):

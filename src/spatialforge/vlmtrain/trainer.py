@@ -5,6 +5,13 @@ language model's projections (the vision tower frozen, LoRA-adapted or fully tra
 ``lora.train_vision``), builds the deterministic spatial / general mix, trains with its own
 assistant-only collator, saves checkpoints (resumable), the final adapter, optionally the merged
 model, and a run summary (``train_summary.json``). Recipe and numbers: docs/training.md.
+
+The spatial examples are the conversations ``spatialforge eval run`` sends (the evaluation's
+system prompt, the question with its answer-format instruction: see
+:mod:`spatialforge.vlmtrain.data`), so the adapter is evaluated on what it was trained on. A local
+base model is loaded by its absolute path, which PEFT stores as ``base_model_name_or_path`` in the
+adapter's ``adapter_config.json`` (a hub id is stored as it is, with ``model.revision``): the
+adapter loads from any working directory (``eval run --model hf:RUN/adapter``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 from spatialforge._optional import require
 from spatialforge._text import count
 from spatialforge.errors import ConfigError, SpatialForgeError
+from spatialforge.eval.models.base import SYSTEM_PROMPT
+from spatialforge.eval.models.hf_vlm import system_turn_supported
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.outdir import prepare_output_dir
 from spatialforge.vlmtrain.config import TRAIN_OUTPUT, LoraSettings, ModelSettings, VLMTrainConfig
@@ -42,6 +51,7 @@ __all__ = [
     "MERGED_DIR",
     "SUMMARY_FILE",
     "EvalFn",
+    "base_model_source",
     "build_lora_model",
     "describe_loss",
     "load_base_model",
@@ -81,6 +91,13 @@ def _torch_dtype(torch: Any, name: str, cuda: bool) -> Any:
     return getattr(torch, name)
 
 
+def base_model_source(settings: ModelSettings) -> str:
+    """What ``from_pretrained`` gets for ``settings.base_model``: a local folder as its absolute path (so that the
+    adapter's ``base_model_name_or_path`` works from anywhere), a hub id as it is."""
+    path = Path(settings.base_model)
+    return str(path.resolve()) if path.is_dir() else settings.base_model
+
+
 def load_processor(settings: ModelSettings) -> Any:
     """``AutoProcessor`` for ``settings.base_model`` (hub id or folder), with the pixel budget applied."""
     transformers = require("transformers", extra="train", feature="VLM training")
@@ -90,7 +107,7 @@ def load_processor(settings: ModelSettings) -> Any:
     if settings.max_pixels is not None:
         kwargs["max_pixels"] = settings.max_pixels
     try:
-        processor = transformers.AutoProcessor.from_pretrained(settings.base_model, **kwargs)
+        processor = transformers.AutoProcessor.from_pretrained(base_model_source(settings), **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.base_model {settings.base_model!r}: cannot load the processor ({exc})") from None
     if not hasattr(processor, "tokenizer") or not getattr(processor, "chat_template", None):
@@ -110,7 +127,7 @@ def load_base_model(settings: ModelSettings, *, cuda: bool) -> Any:
     if settings.attn_implementation:
         kwargs["attn_implementation"] = settings.attn_implementation
     try:
-        return transformers.AutoModelForImageTextToText.from_pretrained(settings.base_model, **kwargs)
+        return transformers.AutoModelForImageTextToText.from_pretrained(base_model_source(settings), **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.base_model {settings.base_model!r}: cannot load the model ({exc})") from None
 
@@ -152,8 +169,9 @@ def lora_target_modules(model: Any, settings: LoraSettings) -> list[str]:
     return names
 
 
-def build_lora_model(model: Any, settings: LoraSettings) -> Any:
-    """Wrap ``model`` with LoRA adapters (and a trainable vision copy for ``train_vision = "full"``)."""
+def build_lora_model(model: Any, settings: LoraSettings, revision: str | None = None) -> Any:
+    """Wrap ``model`` with LoRA adapters (and a trainable vision copy for ``train_vision = "full"``); ``revision``:
+    the hub revision of the base model, stored in the adapter config."""
     peft = require("peft", extra="train", feature="LoRA fine-tuning")
     modules_to_save = vision_tower_prefixes(model) if settings.train_vision == "full" else None
     if settings.train_vision == "full" and not modules_to_save:
@@ -162,7 +180,7 @@ def build_lora_model(model: Any, settings: LoraSettings) -> Any:
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
         target_modules=lora_target_modules(model, settings), modules_to_save=modules_to_save,
         task_type="CAUSAL_LM")
-    return peft.get_peft_model(model, lora)
+    return peft.get_peft_model(model, lora, revision=revision)
 
 
 def _parameter_counts(model: Any) -> tuple[int, int]:
@@ -409,7 +427,10 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
 
     transformers.set_seed(run.seed)
     processor = load_processor(config.model)
-    spatial = SpatialExamples(data.dataset, data.max_qa_per_example) if data.spatial_share > 0 else None
+    # the conversation layout of `eval run` (hf backend): its system prompt, as a turn if the template takes one
+    system_in_user = not system_turn_supported(processor)
+    spatial = (SpatialExamples(data.dataset, data.max_qa_per_example, system_in_user=system_in_user)
+               if data.spatial_share > 0 else None)
     general = None
     if data.spatial_share < 1:
         general = GeneralExamples(open_general_dataset(data.general_data, data.general_split, data.general_config),
@@ -419,7 +440,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
         f"{n_general} general; spatial share {data.spatial_share:g} (by examples)")
 
     model = load_base_model(config.model, cuda=cuda)
-    model = build_lora_model(model, config.lora)
+    model = build_lora_model(model, config.lora, revision=config.model.revision)
     trainable, total = _parameter_counts(model)
     log(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f} %)")
 
@@ -495,6 +516,11 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     summary = {
         "format": "spatialforge-vlm-train-summary/1",
         "base_model": config.model.base_model,
+        "base_model_source": base_model_source(config.model),
+        # the spatial examples' conversation: what `eval run` sends (see spatialforge.eval.models.base)
+        "prompt": {"style": spatial.prompt_style if spatial else "default",
+                   "system_prompt": spatial.system_prompt if spatial else SYSTEM_PROMPT,
+                   "system_prompt_in_user_turn": system_in_user},
         "steps": steps,
         "resumed_from": resume_from,
         "final_loss": losses[-1]["loss"] if losses else None,

@@ -13,6 +13,10 @@ Spec forms:
 
 Keyword options go to the backend's constructor (to the inner model for ``blind:``); an unknown
 option is a :class:`~spatialforge.errors.ConfigError` that lists the accepted ones.
+
+Every backend has ``fingerprint()``: what decides its answers (weights, endpoint, generation
+settings, prompt), checked by an evaluation run folder before it resumes
+(:mod:`spatialforge.eval.models.fingerprint`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from spatialforge.eval.models.base import (
     ModelAnswer,
     VQAModel,
     build_prompt,
+    chat_messages,
+    prompt_fingerprint,
 )
 from spatialforge.eval.models.baselines import BlindModel, PriorModel
 from spatialforge.eval.models.openai_api import OpenAICompatibleModel
@@ -45,6 +51,8 @@ __all__ = [
     "VQAModel",
     "build_model",
     "build_prompt",
+    "chat_messages",
+    "prompt_fingerprint",
 ]
 
 # spec prefix -> "module:class", imported when the spec is used

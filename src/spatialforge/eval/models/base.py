@@ -23,12 +23,26 @@ unit, without hinting at any value:
 
 Without the image the prompt adds "No image is available; give your best guess." so that the
 blind baseline measures the language prior instead of counting refusals. Style ``plain`` sends the
-question alone. :data:`SYSTEM_PROMPT` is the same for every item and names no image, so it also
-fits blind mode.
+question alone (an option for models prompted that way elsewhere). :data:`SYSTEM_PROMPT` is the
+same for every item and names no image, so it also fits blind mode.
+
+One prompt for training and evaluation: ``spatialforge train`` builds the user turns of its spatial
+examples with :func:`build_prompt` (style ``default``) and opens them with the :data:`SYSTEM_PROMPT`
+turn, through :func:`chat_messages`, the function the ``hf:`` backend renders its chat prompts
+from; the ``openai:`` backend sends the same system and user texts. A model fine-tuned by
+spatialforge is therefore evaluated on exactly the conversation layout it was trained on.
+
+Fingerprints: a backend may define ``fingerprint() -> dict`` (JSON-serialisable, deterministic,
+never a secret): everything that decides its answers (weights, endpoint, generation settings, the
+prompt: :func:`prompt_fingerprint`). An evaluation run folder stores it and refuses to resume with
+a model whose fingerprint differs (:func:`spatialforge.eval.models.fingerprint.fingerprint_changes`
+says what changed). A backend without ``fingerprint()`` is identified by its ``name`` only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -43,7 +57,9 @@ __all__ = [
     "ModelAnswer",
     "VQAModel",
     "build_prompt",
+    "chat_messages",
     "check_prompt_style",
+    "prompt_fingerprint",
 ]
 
 SYSTEM_PROMPT = (
@@ -130,3 +146,54 @@ def build_prompt(item: BenchmarkItem, style: str = "default", *, with_image: boo
     if not with_image:
         parts.append(BLIND_NOTE)
     return "\n".join(parts)
+
+
+def chat_messages(prompts: Sequence[str], answers: Sequence[str] = (), *, system_prompt: str = SYSTEM_PROMPT,
+                  image: bool = True, system_in_user: bool = False) -> list[dict[str, Any]]:
+    """The chat conversation a chat-template model sees, in the Hugging Face format.
+
+    A system turn holding ``system_prompt`` (none when it is ``""``), then the user turns
+    ``prompts`` alternating with the assistant turns ``answers``: evaluation asks one prompt and
+    gives no answer, a training example gives one answer per prompt. With ``image``, an image part
+    opens the first user turn. ``system_in_user`` (for chat templates that refuse the system role):
+    the system text becomes the first paragraph of the first user turn instead of a turn of its own.
+    """
+    if not prompts:
+        raise ValueError("chat_messages needs at least one prompt")
+    if len(answers) not in (len(prompts), len(prompts) - 1):
+        raise ValueError(f"chat_messages: {len(answers)} answers for {len(prompts)} prompts")
+    messages: list[dict[str, Any]] = []
+    if system_prompt and not system_in_user:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    for i, prompt in enumerate(prompts):
+        text = f"{system_prompt}\n\n{prompt}" if i == 0 and system_prompt and system_in_user else prompt
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        if i == 0 and image:
+            content.insert(0, {"type": "image"})
+        messages.append({"role": "user", "content": content})
+        if i < len(answers):
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answers[i]}]})
+    return messages
+
+
+def _template_digest(style: str) -> str:
+    """A digest of the text :func:`build_prompt` writes in ``style`` for every kind and unit, with and without the
+    image: it changes whenever the instructions or their layout change (another spatialforge version)."""
+    probes = [BenchmarkItem(id=f"probe-{unit}", benchmark="probe", question="QUESTION", kind="quantitative",
+                            type="probe", truth=1.0, unit=unit) for unit in ("m", "ratio")]
+    probes += [
+        BenchmarkItem(id="probe-clock", benchmark="probe", question="QUESTION", kind="quantitative", type="probe",
+                      truth=3, unit="clock"),
+        BenchmarkItem(id="probe-yes-no", benchmark="probe", question="QUESTION", kind="yes_no", type="probe",
+                      truth=True, unit="bool"),
+        BenchmarkItem(id="probe-choice", benchmark="probe", question="QUESTION", kind="choice", type="probe",
+                      truth=0, unit="option", options=("OPTION A", "OPTION B")),
+    ]
+    texts = [build_prompt(item, style, with_image=with_image) for item in probes for with_image in (True, False)]
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
+
+
+def prompt_fingerprint(style: str, system_prompt: str) -> dict[str, Any]:
+    """What decides the prompt text of a backend: the style, the system prompt and a digest of the template."""
+    check_prompt_style(style)
+    return {"style": style, "system_prompt": system_prompt, "template": _template_digest(style)}

@@ -14,6 +14,9 @@
 :class:`BlindModel` (spec ``blind:<inner spec>``) asks the inner model the same questions without
 the image: it calls ``inner.answer(items, use_image=False)`` (see
 :mod:`spatialforge.eval.models.base`).
+
+Both have a ``fingerprint()`` (their parameters; the blind wrapper's is the inner model's), which
+an evaluation run folder checks before resuming.
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ class PriorModel:
         return {"backend": "prior", "name": self.name, "values": dict(self.values),
                 "yes_no": "yes" if self.yes_no else "no", "choice": "first option"}
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the answers: the table of values and the yes/no answer."""
+        return {"backend": "prior", "values": dict(sorted(self.values.items())),
+                "yes_no": "yes" if self.yes_no else "no", "choice": "first option"}
+
     def _value(self, item: BenchmarkItem) -> tuple[float, str]:
         """The typical value for ``item`` and the table key it came from."""
         if item.type in self.values:
@@ -144,6 +152,11 @@ class BlindModel:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "blind", "name": self.name, "use_image": False, "inner": self.inner.describe()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The inner model's fingerprint (its name when it has none), asked without the image."""
+        inner = getattr(self.inner, "fingerprint", None)
+        return {"backend": "blind", "inner": inner() if callable(inner) else {"name": self.inner.name}}
 
     def answer(self, items: Sequence[BenchmarkItem], *, progress: bool = False,
                use_image: bool = True) -> list[ModelAnswer]:

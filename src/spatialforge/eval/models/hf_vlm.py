@@ -53,28 +53,59 @@ which needs the ``num2words`` package (in the ``models`` extra) and gets the bat
 processor keeps images up to ~12.8 M pixels (16 k image tokens): bound it with ``max_image_side`` or
 ``processor_kwargs={"max_pixels": ...}``.
 
+LoRA adapters: a local folder holding ``adapter_config.json`` (e.g. ``RUN/adapter`` of ``spatialforge
+train``) is loaded as its base model (``base_model_name_or_path``: a folder, else a hub id at the
+config's ``revision``) with the adapter applied by PEFT (``PeftModel.from_pretrained``; needs the
+``peft`` package of ``spatialforge[train]``); the processor comes from the adapter folder when it
+holds one (the trainer saves it there), else from the base model. A relative base path is read
+from the working directory; one that is not there is a :class:`~spatialforge.errors.ConfigError`
+saying which file to fix (spatialforge train now stores the absolute path).
+
 ``describe()`` gives the model id, the resolved device and dtype, the prompt format and the
-generation settings (JSON-serialisable).
+generation settings (JSON-serialisable). ``fingerprint()`` gives what decides the answers, for the
+evaluation run folder (:mod:`spatialforge.eval.models.fingerprint`): the weights (for a local
+folder the signature of each file, for an adapter those of the adapter and of its base model, for
+a hub id the commit its revision resolves to), the dtype (``auto`` resolved), the generation
+settings (``max_new_tokens``, ``do_sample``, the seed when sampling), the image size limit and
+processor options, and the prompt (:func:`~spatialforge.eval.models.base.prompt_fingerprint`, the
+plain template, the chat template options; the chat template itself is in the files). Device and
+batch size are left out: they do not decide the answers. A model wrapped with :meth:`from_loaded`
+is in memory: its weights cannot be fingerprinted (``{"in_memory": name}``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from spatialforge._optional import require
 from spatialforge.errors import ConfigError, DatasetError, SpatialForgeError
-from spatialforge.eval.models.base import SYSTEM_PROMPT, ModelAnswer, build_prompt, check_prompt_style
+from spatialforge.eval.models.base import (
+    SYSTEM_PROMPT,
+    ModelAnswer,
+    build_prompt,
+    chat_messages,
+    check_prompt_style,
+    prompt_fingerprint,
+)
+from spatialforge.eval.models.fingerprint import folder_source, hub_source
 from spatialforge.eval.types import BenchmarkItem
 
-__all__ = ["DTYPES", "PLAIN_FORMAT_MODEL_TYPES", "HFVisionLanguageModel"]
+__all__ = ["ADAPTER_CONFIG", "DTYPES", "PLAIN_FORMAT_MODEL_TYPES", "HFVisionLanguageModel", "adapter_base",
+           "read_adapter_config", "system_turn_supported"]
+
+#: the file that marks a PEFT adapter folder
+ADAPTER_CONFIG = "adapter_config.json"
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: Model types prompted in the plain format even if their tokenizer carries a (text) chat template.
@@ -97,6 +128,56 @@ def _one_line(exc: BaseException) -> str:
     if len(text) > _ERROR_CHARS:
         text = text[:_ERROR_CHARS] + "..."
     return f"{type(exc).__name__}: {text}"
+
+
+def _local_folder(model_id: str) -> Path | None:
+    """The folder ``model_id`` names (as ``from_pretrained`` decides: an existing directory), else ``None``."""
+    path = Path(model_id)
+    return path if path.is_dir() else None
+
+
+def read_adapter_config(folder: str | Path) -> dict[str, Any] | None:
+    """``folder``'s PEFT ``adapter_config.json`` (``None`` when it is not an adapter folder)."""
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"hf: {path}: unreadable adapter config ({exc})") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"hf: {path}: no base_model_name_or_path (the model the adapter was trained on)")
+    return config
+
+
+def adapter_base(folder: str | Path, config: Mapping[str, Any]) -> tuple[str, bool]:
+    """The base model of the adapter in ``folder``: ``(absolute folder, True)`` or ``(hub id, False)``.
+
+    A relative path is read from the working directory, as PEFT does. A path that is not a folder
+    and cannot be a hub id (absolute, ``./``, ``../``, ``~``, more than one ``/``) is a
+    :class:`ConfigError` naming the file to fix.
+    """
+    base = str(config["base_model_name_or_path"]).strip()
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), True
+    if path.is_absolute() or base.startswith((".", "~")) or base.count("/") > 1 or "\\" in base:
+        raise ConfigError(f"hf: the adapter {folder} was trained on {base!r}, which is not a folder (seen from "
+                          f"{Path.cwd()}); set base_model_name_or_path in {Path(folder) / ADAPTER_CONFIG} to the base "
+                          "model's absolute path or hub id")
+    return base, False
+
+
+def system_turn_supported(processor: Any, chat_template_kwargs: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``processor``'s chat template accepts a system turn (some raise ``System role not supported``)."""
+    jinja2 = require("jinja2", extra="models")
+    try:
+        processor.apply_chat_template(chat_messages(["?"], system_prompt="system", image=False),
+                                      add_generation_prompt=True, tokenize=False, **dict(chat_template_kwargs or {}))
+    except jinja2.TemplateError:
+        return False
+    return True
 
 
 @dataclass
@@ -170,8 +251,11 @@ class HFVisionLanguageModel:
         self.system_prompt = system_prompt
         self.prompt_style = check_prompt_style(prompt_style)
         self.plain_template = plain_template
+        self._plain_template_option = plain_template  # None: the model type's default (decided by its files)
         self.seed = int(seed)
         self.name = f"hf:{self.model_id}"
+        self.in_memory = False  # True for from_loaded(): no files to fingerprint
+        self.adapter_base: str | None = None  # set by load() for an adapter folder
         # set by load()
         self.model: Any = None
         self.processor: Any = None
@@ -192,6 +276,12 @@ class HFVisionLanguageModel:
         torch = require("torch", extra="models", feature="the Hugging Face VLM backend")
         device = resolve_device(self.device_name)
         dtype = self._resolve_dtype(torch, device)
+        folder = _local_folder(self.model_id)
+        adapter = read_adapter_config(folder) if folder is not None else None
+        if adapter is not None:
+            processor, model = self._load_adapter(tf, getattr(torch, dtype), folder, adapter)
+            self._attach(model, processor, device, dtype)
+            return
         try:
             processor = tf.AutoProcessor.from_pretrained(self.model_id, trust_remote_code=self.trust_remote_code,
                                                          **self.processor_kwargs)
@@ -202,6 +292,30 @@ class HFVisionLanguageModel:
                               f"({_one_line(exc)})") from exc
         self._attach(model, processor, device, dtype)
 
+    def _load_adapter(self, tf: Any, dtype: Any, folder: Path, config: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The processor and the base model with the PEFT adapter in ``folder`` applied (see the module doc)."""
+        peft = require("peft", extra="train", feature="evaluating a LoRA adapter")
+        base, local = adapter_base(folder, config)
+        revision = None if local else config.get("revision")
+        own_processor = any((folder / name).is_file() for name in _PROCESSOR_FILES)
+        try:
+            processor = tf.AutoProcessor.from_pretrained(
+                str(folder) if own_processor else base, trust_remote_code=self.trust_remote_code,
+                **({} if own_processor else {"revision": revision}), **self.processor_kwargs)
+            model = tf.AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, revision=revision,
+                                                                   trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            hint = "" if local else (f"; if {base!r} is a folder path relative to where the adapter was trained, set "
+                                     f"base_model_name_or_path in {folder / ADAPTER_CONFIG} to its absolute path")
+            raise ConfigError(f"hf: cannot load the base model {base!r} of the adapter {folder} "
+                              f"({_one_line(exc)}){hint}") from exc
+        try:
+            model = peft.PeftModel.from_pretrained(model, str(folder))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ConfigError(f"hf: cannot apply the adapter {folder} to {base!r} ({_one_line(exc)})") from exc
+        self.adapter_base = base
+        return processor, model
+
     @classmethod
     def from_loaded(cls, model: Any, processor: Any, name: str, **options: Any) -> HFVisionLanguageModel:
         """Wrap a model already in memory (e.g. one being fine-tuned) for evaluation.
@@ -210,6 +324,7 @@ class HFVisionLanguageModel:
         afterwards if the caller trains with the same processor.
         """
         self = cls(name, **options)
+        self.in_memory = True
         torch = require("torch", extra="models", feature="the Hugging Face VLM backend")
         param = next(model.parameters())
         dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(param.dtype,
@@ -256,8 +371,10 @@ class HFVisionLanguageModel:
             "backend": "hf",
             "name": self.name,
             "model_id": self.model_id,
+            "adapter_base": self.adapter_base,
             "loaded": self.model is not None,
             "model_type": self.model_type,
+            "model_class": type(self.model).__name__ if self.model is not None else None,
             "device": self.device or self.device_name,
             "dtype": self.dtype or self.dtype_name,
             "batch_size": self.batch_size,
@@ -274,6 +391,43 @@ class HFVisionLanguageModel:
             "trust_remote_code": self.trust_remote_code,
             "checkpoint_generation_config": self._checkpoint_generation_config(),
         }
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the answers (see the module doc); reads no weights, loads nothing."""
+        if self.dtype is not None:
+            dtype = self.dtype
+        elif self.dtype_name != "auto":
+            dtype = self.dtype_name
+        else:
+            from spatialforge._device import resolve_device
+
+            torch = require("torch", extra="models", feature="the Hugging Face VLM backend")
+            dtype = self._resolve_dtype(torch, resolve_device(self.device_name))
+        return {
+            "backend": "hf",
+            "weights": self._weights_fingerprint(),
+            "dtype": dtype,
+            "generation": {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                           "seed": self.seed if self.do_sample else None},
+            "image": {"max_image_side": self.max_image_side, "processor_kwargs": dict(self.processor_kwargs)},
+            "prompt": {**prompt_fingerprint(self.prompt_style, self.system_prompt),
+                       "plain_template": self._plain_template_option,
+                       "chat_template_kwargs": dict(self.chat_template_kwargs)},
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+    def _weights_fingerprint(self) -> dict[str, Any]:
+        if self.in_memory:
+            return {"model": {"in_memory": self.model_id}}
+        folder = _local_folder(self.model_id)
+        if folder is None:
+            return {"model": hub_source(self.model_id)}
+        adapter = read_adapter_config(folder)
+        if adapter is None:
+            return {"model": folder_source(folder)}
+        base, local = adapter_base(folder, adapter)
+        return {"adapter": folder_source(folder),
+                "base model": folder_source(base) if local else hub_source(base, adapter.get("revision"))}
 
     def _checkpoint_generation_config(self) -> dict[str, Any] | None:
         """The checkpoint's own generation settings (e.g. a repetition penalty, which greedy decoding keeps)."""
@@ -345,20 +499,17 @@ class HFVisionLanguageModel:
                 for job, text, m in zip(batch, texts, meta, strict=True)]
 
     def _chat_text(self, job: _Job) -> str:
-        user: list[dict[str, Any]] = [{"type": "text", "text": job.prompt}]
-        if job.image is not None:
-            user.insert(0, {"type": "image"})
+        """The chat prompt of ``job``: :func:`~spatialforge.eval.models.base.chat_messages` (also what training
+        renders) through the processor's chat template."""
+        image = job.image is not None
         if self.system_prompt and not self._system_in_user:
-            messages = [{"role": "system", "content": [{"type": "text", "text": self.system_prompt}]},
-                        {"role": "user", "content": user}]
             jinja2 = require("jinja2", extra="models")
             try:
-                return self._render(messages)
+                return self._render(chat_messages([job.prompt], system_prompt=self.system_prompt, image=image))
             except jinja2.TemplateError:  # e.g. raise_exception('System role not supported')
                 self._system_in_user = True
-        if self.system_prompt:
-            user[-1] = {"type": "text", "text": f"{self.system_prompt}\n\n{job.prompt}"}
-        return self._render([{"role": "user", "content": user}])
+        return self._render(chat_messages([job.prompt], system_prompt=self.system_prompt, image=image,
+                                          system_in_user=True))
 
     def _render(self, messages: list[dict[str, Any]]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,

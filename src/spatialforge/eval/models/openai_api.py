@@ -32,6 +32,12 @@ encodes the images. Each item is one request::
   are not sent, and :class:`~spatialforge.errors.SpatialForgeError` is raised if nothing was answered.
 * ``timeout_s`` is the socket timeout of a request (connecting, and each read).
 
+``fingerprint()`` (what the evaluation run folder checks before resuming): the public base URL,
+the model name, ``max_tokens``, ``temperature``, ``extra_body`` (secret-looking values masked),
+whether and how images are sent, and the prompt
+(:func:`~spatialforge.eval.models.base.prompt_fingerprint`). The key, concurrency, retries and
+timeouts are left out: they do not decide the answers.
+
 Newer OpenAI reasoning models reject ``max_tokens`` / ``temperature``: pass ``max_tokens=None`` /
 ``temperature=None`` to leave them out, and ``extra_body={"max_completion_tokens": 512}``.
 """
@@ -60,7 +66,13 @@ from tqdm import tqdm
 
 from spatialforge import __version__
 from spatialforge.errors import ConfigError, SpatialForgeError
-from spatialforge.eval.models.base import SYSTEM_PROMPT, ModelAnswer, build_prompt, check_prompt_style
+from spatialforge.eval.models.base import (
+    SYSTEM_PROMPT,
+    ModelAnswer,
+    build_prompt,
+    check_prompt_style,
+    prompt_fingerprint,
+)
 from spatialforge.eval.types import BenchmarkItem
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAICompatibleModel", "retry_delay"]
@@ -386,6 +398,19 @@ class OpenAICompatibleModel:
             "system_prompt": self.system_prompt,
             "prompt_style": self.prompt_style,
             "extra_body": _scrub(self.extra_body),
+        }
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides the answers: endpoint, model, generation settings, images, prompt (never the key)."""
+        return {
+            "backend": "openai",
+            "base_url": _public_url(self.base_url),
+            "model": self.model,
+            "generation": {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                           "extra_body": _scrub(self.extra_body)},
+            "image": {"send_image": self.send_image, "image_max_side": self.image_max_side,
+                      "image_format": f"jpeg (quality {JPEG_QUALITY})"},
+            "prompt": prompt_fingerprint(self.prompt_style, self.system_prompt),
         }
 
     def answer(self, items: Sequence[BenchmarkItem], *, progress: bool = False,
