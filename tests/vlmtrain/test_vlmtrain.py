@@ -550,6 +550,15 @@ def test_cli_train_resumes_overwrites_and_prints_the_loss(tiny_model, spatial_ou
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
     assert "no loss logged (3 steps" in capsys.readouterr().out
+    # checkpoints written in another prompt (an older spatialforge) are not trained on in this one
+    stored_path = out / "vlm_train_config.json"
+    good = stored_path.read_text()
+    stored = json.loads(good)
+    stored["prompt"]["system_prompt"] = "You are a helpful assistant."
+    stored_path.write_text(json.dumps(stored))
+    assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "4", "--save-steps", "1")) == 2
+    assert "trained with another prompt" in _one_line_error(capsys)
+    stored_path.write_text(good)
     assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "3", "--no-resume")) == 2
     assert "--overwrite" in _one_line_error(capsys)
     assert main(_train_args(tiny_model, spatial_out, out, "--max-steps", "1", "--save-steps", "1",

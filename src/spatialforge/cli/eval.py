@@ -174,6 +174,19 @@ def _model_path(spec: str) -> Path | None:
     return None
 
 
+def _model_inputs(spec: str) -> list[Path | None]:
+    """The local folders an ``hf:`` model reads: the model folder, and an adapter's base model folder."""
+    folder = _model_path(spec)
+    config = folder / "adapter_config.json" if folder is not None and folder.is_dir() else None
+    if config is None or not config.is_file():
+        return [folder]
+    try:
+        base = Path(str(json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"])).expanduser()
+    except (OSError, ValueError, KeyError, TypeError):
+        return [folder]  # the backend reports a broken adapter config in one line when it loads
+    return [folder, base if base.is_dir() else None]
+
+
 def _backend(spec: str) -> str:
     spec = spec.strip()
     while spec.lower().startswith("blind:"):
@@ -279,7 +292,7 @@ def _run(args: argparse.Namespace) -> int:
     from spatialforge.eval.runner import RUN_OUTPUT, run_eval
 
     options = _model_options(args)
-    inputs = [benchmark_path(args.benchmark), _model_path(args.model), args.image_root]
+    inputs = [benchmark_path(args.benchmark), *_model_inputs(args.model), args.image_root]
     with claimed_output(args.out, RUN_OUTPUT, inputs, args.overwrite) as prepared:
         model = build_model(args.model, **options)
         bench = _benchmark(args)

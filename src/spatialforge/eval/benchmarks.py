@@ -58,6 +58,7 @@ __all__ = [
     "load_spatialforge",
     "load_spatialrgpt",
     "parse_length_m",
+    "spatialforge_item",
 ]
 
 QSPATIAL_HUB = "andrewliao11/Q-Spatial-Bench"
@@ -445,7 +446,10 @@ def _read_descriptor(root: Path) -> dict[str, Any] | None:
     return data
 
 
-def _spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -> BenchmarkItem:
+def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -> BenchmarkItem:
+    """The benchmark item of one QA record of a spatialforge dataset (training builds its examples from the
+    same items, so a model is trained on exactly what ``eval run`` asks). A bad record raises the loader's
+    skip, which the callers count."""
     if not isinstance(qa, Mapping):
         raise _Skip("bad_record", f"a qa entry is {type(qa).__name__}, not a struct")
     for key in ("id", "type", "kind", "question", "value", "unit"):
@@ -527,7 +531,7 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
                     continue
                 meta = {"scene_id": scene_id, "image_name": image_name, "shard": f.name}
                 try:
-                    col.add(_spatialforge_item(bench, qa, image, meta), where)
+                    col.add(spatialforge_item(bench, qa, image, meta), where)
                 except _Skip as skip:
                     col.skip(qa_id, skip.reason, f"{qa_id or scene_id}: {skip}", where)
     info: dict[str, Any] = {"format": "spatialforge", "shards": [f.name for f in files], "rows": n_rows,

@@ -112,7 +112,10 @@ def _fingerprint(benchmark: Any, model: Any, use_image: bool) -> dict[str, Any]:
     for it in benchmark.items:
         h.update(json.dumps([it.id, it.question, it.truth, it.unit, list(it.options)], default=str).encode())
     identity = getattr(model, "fingerprint", None)
-    fingerprint = {"benchmark": benchmark.name, "items": len(benchmark.items), "items_sha256": h.hexdigest()[:16],
+    regions = (getattr(benchmark, "info", None) or {}).get("regions") or {}
+    marks = {k: regions[k] for k in ("mode", "marks_version") if k in regions} or None  # how images are drawn on
+    fingerprint = {"benchmark": benchmark.name, "image_marks": marks, "items": len(benchmark.items),
+                   "items_sha256": h.hexdigest()[:16],
                    "model": model.name, "model_fingerprint": identity() if callable(identity) else None,
                    "use_image": use_image}
     return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from fingerprint.json
@@ -122,9 +125,11 @@ def _mismatch(previous: dict[str, Any], now: dict[str, Any]) -> str:
     """What differs between the fingerprint of the answers in a folder and this run's, in one phrase ("" if
     nothing does)."""
     reasons = []
-    if any(previous.get(k) != now[k] for k in ("benchmark", "items", "items_sha256")):
+    if any(previous.get(k) != now[k] for k in ("benchmark", "image_marks", "items", "items_sha256")):
         if previous.get("benchmark") != now["benchmark"]:
             what = f"{previous.get('benchmark')} -> {now['benchmark']}"
+        elif previous.get("image_marks") != now["image_marks"]:
+            what = f"the regions drawn on its images: {previous.get('image_marks')} -> {now['image_marks']}"
         elif previous.get("items") != now["items"]:
             what = f"{previous.get('items')} -> {now['items']} questions"
         else:

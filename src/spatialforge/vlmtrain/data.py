@@ -176,7 +176,7 @@ def _spatial_prompt(qa: Any, style: str, where: str) -> tuple[str, str]:
     from spatialforge.eval import benchmarks
 
     try:  # the very item `eval run --benchmark OUT` asks, so the prompt is the same text
-        item = benchmarks._spatialforge_item("train", qa, b"", {})
+        item = benchmarks.spatialforge_item("train", qa, b"", {})
     except benchmarks._Skip as skip:
         raise DatasetError(f"{where}: a QA pair cannot be used ({skip})") from None
     return build_prompt(item, style), item.reference_answer

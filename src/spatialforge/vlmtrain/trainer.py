@@ -336,6 +336,10 @@ def _resume_checkpoint(out: Path, config: VLMTrainConfig) -> str | None:
     stored_path = out / CONFIG_FILE
     if stored_path.is_file():
         stored = json.loads(stored_path.read_text())
+        if stored.get("prompt") != _training_prompt():  # the conversation the examples are written in
+            raise ConfigError(f"{out}: holds checkpoints trained with another prompt (system prompt or answer "
+                              "instructions; an older spatialforge); use a new train.output_dir, or start again "
+                              "(--overwrite)")
         current = config.to_dict()
         for section, keys in _RESUME_KEYS.items():
             a, b = stored.get(section, {}), current[section]
@@ -346,6 +350,14 @@ def _resume_checkpoint(out: Path, config: VLMTrainConfig) -> str | None:
                                   f"{', '.join(f'{section}.{k}' for k in changed)}; resume with the same settings, "
                                   "use a new train.output_dir, or start again (--overwrite)")
     return str(max(checkpoints, key=lambda p: int(p.name.split("-", 1)[1])))
+
+
+def _training_prompt() -> dict[str, Any]:
+    """The prompt the training examples are written in (the `eval run` prompt): stored with the run, so a resume
+    never trains the rest of a run on other text."""
+    from spatialforge.eval.models.base import SYSTEM_PROMPT, prompt_fingerprint
+
+    return prompt_fingerprint("default", SYSTEM_PROMPT)
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:
@@ -423,7 +435,7 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     local = [Path(p) for p in (data.dataset, data.general_data, config.model.base_model) if p and Path(p).exists()]
     prepare_output_dir(out, TRAIN_OUTPUT, inputs=local, flag="train.output_dir")
     resume_from = _resume_checkpoint(out, config)
-    atomic_write_json(out / CONFIG_FILE, config.to_dict())
+    atomic_write_json(out / CONFIG_FILE, dict(config.to_dict(), prompt=_training_prompt()))
 
     transformers.set_seed(run.seed)
     processor = load_processor(config.model)
