@@ -1,17 +1,18 @@
 """Speed of the perception stages: images per second per stage and end to end, with batching.
 
 Run: ``python benchmarks/bench_perception.py [--n 24] [--size 320x240] [--batch-sizes 1,8]
-[--device auto] [--models tiny|DIR] [--json out.json]``.
+[--device auto] [--models tiny|DIR] [--e2e default|sam3|both] [--json out.json]``.
 
 ``--models tiny`` (default) builds tiny random models from configs (the test builders) in a temp
 folder: the figures then measure our plumbing (pre/post-processing, batching, mask and box work,
 the scene writing and the engine), not the networks. ``--models DIR`` uses real checkpoints in
-``DIR/{clip,gd,owl,florence,sam,sam2,da,dp}`` (or hub ids cached locally via ``--models hub``),
+``DIR/{clip,gd,owl,florence,sam,sam2,da,dp,sam3,zoe}`` (or hub ids cached locally via ``--models hub``),
 which is what gives the figures a user will see on a GPU.
 
 Each stage is timed alone on the same synthetic photos after one warm-up batch (model loading is
 not timed), for every batch size; then the whole photo -> dataset path (default backends, the
-largest batch size) is timed end to end, including writing scenes and the geometry + QA engine.
+largest batch size) is timed end to end, including writing scenes and the geometry + QA engine;
+``--e2e sam3`` times it with SAM 3 as the detector and the segmenter (``both``: the two runs).
 """
 
 from __future__ import annotations
@@ -47,13 +48,19 @@ STAGES = {
     "florence2 (5 regions)": ("captioner", "florence2", "florence"),
     "sam (5 boxes)": ("segmenter", "sam", "sam"),
     "sam2 (5 boxes)": ("segmenter", "sam2", "sam2"),
+    "sam3 (12 phrases + 5 masks)": ("detector", "sam3", "sam3"),
     "depth-anything-v2": ("depth", "depth-anything-v2", "da"),
     "depth-pro": ("depth", "depth-pro", "dp"),
+    "zoedepth": ("depth", "zoedepth", "zoe"),
+    "depth-pro fov head (focal estimator)": ("focal_estimator", "depth-pro", "dp"),
     "clip text (5 captions)": ("embedder", "clip", "clip"),
 }
 HUB = {"clip": DEFAULT_MODELS["clip"], "gd": DEFAULT_MODELS["grounding-dino"], "owl": DEFAULT_MODELS["owlv2"],
        "florence": DEFAULT_MODELS["florence2"], "sam": DEFAULT_MODELS["sam"], "sam2": DEFAULT_MODELS["sam2"],
-       "da": DEFAULT_MODELS["depth-anything-v2"], "dp": DEFAULT_MODELS["depth-pro"]}
+       "da": DEFAULT_MODELS["depth-anything-v2"], "dp": DEFAULT_MODELS["depth-pro"], "sam3": DEFAULT_MODELS["sam3"],
+       "zoe": DEFAULT_MODELS["zoedepth"]}
+# options a stage is timed with: SAM 3 keeps every query (up to max_instances), the worst case of its post-processing
+STAGE_OPTIONS = {"sam3 (12 phrases + 5 masks)": {"score_threshold": 0.0}}
 
 
 def build_tiny_models(root: Path) -> dict[str, str]:
@@ -62,10 +69,13 @@ def build_tiny_models(root: Path) -> dict[str, str]:
     from tests.perception.tiny_detectors import build_tiny_grounding_dino, build_tiny_owlv2
     from tests.perception.tiny_florence2 import build_tiny_florence2
     from tests.perception.tiny_sam import build_tiny_sam, build_tiny_sam2
+    from tests.perception.tiny_sam3 import build_tiny_sam3
+    from tests.perception.tiny_zoedepth import build_tiny_zoedepth
 
     builders = {"clip": build_tiny_clip, "gd": build_tiny_grounding_dino, "owl": build_tiny_owlv2,
                 "florence": build_tiny_florence2, "sam": build_tiny_sam, "sam2": build_tiny_sam2,
-                "da": build_tiny_depth_anything, "dp": build_tiny_depth_pro}
+                "da": build_tiny_depth_anything, "dp": build_tiny_depth_pro, "sam3": build_tiny_sam3,
+                "zoe": build_tiny_zoedepth}
     return {k: str(b(root / k)) for k, b in builders.items()}
 
 
@@ -87,9 +97,12 @@ def _call(name: str, stage: Any, images: list[np.ndarray], boxes: list[np.ndarra
     if name.startswith("florence2"):
         dets = [Detections(b, np.ones(len(b), np.float32), tuple(TAGS[:len(b)])) for b in boxes]
         return stage(images, dets)
+    if name.startswith("sam3"):  # boxes and masks of every instance of every phrase; the 5 best masks at full size
+        found = stage.detect_and_segment(images, [TAGS] * len(images))
+        return [f.select(np.arange(min(len(f), BOXES_PER_IMAGE))).masks() for f in found]
     if name.startswith("sam"):
         return stage(images, boxes)
-    if name.startswith("depth"):
+    if name.startswith("depth") or name == "zoedepth":  # depth maps, or the FOV head's focal estimates
         return stage(images)
     if name.startswith("clip text"):
         # a different caption set per image, as in a run (the text cache would hide repeated sets)
@@ -109,7 +122,7 @@ def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxe
     import torch
 
     kind, backend, key = STAGES[name]
-    stage = build_stage(kind, backend, model_id=models[key], device=device, dtype=dtype)
+    stage = build_stage(kind, backend, model_id=models[key], device=device, dtype=dtype, **STAGE_OPTIONS.get(name, {}))
     stage.load()
     _call(name, stage, images[:batch], boxes[:batch])  # warm-up (kernels)
     if hasattr(stage, "_image_cache"):
@@ -128,7 +141,8 @@ def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxe
             "images_per_s": round(len(images) / dt, 2), "peak_gpu_mb": None if peak is None else round(peak)}
 
 
-def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, device: str, dtype: str) -> dict:
+def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, device: str, dtype: str,
+               sam3: bool = False) -> dict:
     from spatialforge.perception.config import PerceptionConfig, StageSpec
     from spatialforge.perception.pipeline import PerceptionPipeline
     from spatialforge.pipeline.photos import PhotoSource, run_photos
@@ -139,7 +153,10 @@ def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, devi
                            captioner=StageSpec("florence2", models["florence"]),
                            segmenter=StageSpec("sam2", models["sam2"]),
                            depth=StageSpec("depth-anything-v2", models["da"]),
+                           focal_estimator=StageSpec("depth-pro", models["dp"]),
                            device=device, dtype=dtype, batch_size=batch, score_threshold=0.0)
+    if sam3:  # SAM 3 finds the boxes and masks in one model: it replaces the detector and the segmenter
+        cfg = cfg.with_overrides(detector=StageSpec("sam3", models["sam3"]), segmenter=StageSpec("sam3"))
     pipe = PerceptionPipeline.from_config(cfg)
     for stage in pipe.stages.values():  # loading is not timed
         stage.load()
@@ -164,6 +181,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--models", default="tiny", help="tiny | hub | a folder of checkpoints")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
+    ap.add_argument("--e2e", default="default", choices=("default", "sam3", "both"),
+                    help="end to end with the default detector and segmenter, with SAM 3 for both, or both runs")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -196,14 +215,18 @@ def main() -> None:
         photos.mkdir()
         for i, img in enumerate(images):
             Image.fromarray(img).save(photos / f"p{i:03d}.png")
-        e2e = end_to_end(models, photos, tmp / "out", max(batches), device, args.dtype)
-        print(f"end to end (batch {e2e['batch']}): {e2e['images_per_s']:.2f} img/s, {e2e['scenes']} scenes, "
-              f"{e2e['qa_pairs']} QA pairs")
+        e2e = {}
+        for run in (("default", "sam3") if args.e2e == "both" else (args.e2e,)):
+            e2e[run] = end_to_end(models, photos, tmp / f"out-{run}", max(batches), device, args.dtype,
+                                  sam3=run == "sam3")
+            print(f"end to end, {run} (batch {e2e[run]['batch']}): {e2e[run]['images_per_s']:.2f} img/s, "
+                  f"{e2e[run]['scenes']} scenes, {e2e[run]['qa_pairs']} QA pairs")
     result = {
         "spatialforge": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "device": device if device == "cpu" else torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
         "cpu_threads": torch.get_num_threads(), "models": args.models, "dtype": args.dtype,
-        "photos": args.n, "size": [w, h], "stages": rows, "end_to_end": e2e,
+        "photos": args.n, "size": [w, h], "stages": rows, "end_to_end": e2e.get("default"),
+        "end_to_end_sam3": e2e.get("sam3"),
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

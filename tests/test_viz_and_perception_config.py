@@ -75,7 +75,7 @@ max_side = 1024
     assert cfg.vocabulary == ("mug", "chair") and cfg.limits.max_side == 1024
     assert cfg.segmenter == PerceptionConfig().segmenter  # untouched stages keep the defaults
     js = tmp_path / "p.json"
-    js.write_text(json.dumps({"depth": "depth-pro", "score_threshold": 0.25}))
+    js.write_text(json.dumps({"depth": "depth-pro", "detector": "owlv2", "score_threshold": 0.25}))
     cfg = load_perception_config(js)
     assert cfg.depth == StageSpec("depth-pro") and cfg.score_threshold == 0.25
 
@@ -88,7 +88,8 @@ max_side = 1024
     ('[detector]\nbackend = "owlv2"\noptions = 3', "'options' must be a table"),
     ('[detector]\nbackend = "owlv2"\noptions = { score_threshold = -1 }',
      "[detector]: score_threshold must be a finite number >= 0"),
-    ('[detector]\nbackend = "yolo"', "[detector]: unknown detector backend 'yolo' (known: grounding-dino, owlv2)"),
+    ('[detector]\nbackend = "yolo"',
+     "[detector]: unknown detector backend 'yolo' (known: florence2-regions, grounding-dino, owlv2, sam3"),
     ('ambiguity = "guess"', "ambiguity must be 'group' or 'drop'"),
     ('[limits]\nmax_sides = 3', "limits:"),
     ('vocabulary = "mug"', "'vocabulary' must be a list of strings"),
@@ -123,7 +124,11 @@ def test_score_threshold_defaults_to_each_detectors_own():
     assert PerceptionPipeline.from_config(cfg).stages["detector"].box_threshold == 0.4
     cfg = PerceptionConfig(detector=StageSpec("owlv2", options={"score_threshold": 0.05}), score_threshold=0.4)
     assert PerceptionPipeline.from_config(cfg).stages["detector"].score_threshold == 0.05  # its own option wins
-    assert set(DETECTOR_THRESHOLD) == {"grounding-dino", "owlv2"}
+    assert set(DETECTOR_THRESHOLD) == {"grounding-dino", "owlv2", "sam3"}
+    sam3 = PerceptionConfig(detector=StageSpec("sam3"), segmenter=StageSpec("sam3"), device="cpu")
+    assert PerceptionPipeline.from_config(sam3).stages["detector"].score_threshold == 0.5  # SAM 3's own default
+    low = sam3.with_overrides(score_threshold=0.1)
+    assert PerceptionPipeline.from_config(low).stages["detector"].score_threshold == 0.1
 
 
 def test_config_values_are_typed_and_checked(tmp_path):
@@ -208,18 +213,20 @@ def test_no_filter_never_sends_the_whole_vocabulary_silently(tmp_path):
     from spatialforge.cli.photos import perception_config
     from spatialforge.perception.backends.stub import KeepAllFilter
 
-    with pytest.raises(ConfigError, match=r"no tagger.*139 tags.*at most 24"):
-        PerceptionConfig(filter=StageSpec("none"))
+    gd = StageSpec("grounding-dino")  # a prompted detector: the default florence2-regions takes no tags
+    with pytest.raises(ConfigError, match=r"no tagger.*1203 tags.*at most 24"):
+        PerceptionConfig(filter=StageSpec("none"), detector=gd)
     small = PerceptionConfig(filter=StageSpec("none"), vocabulary=("cup", "chair"))
     assert KeepAllFilter().tags([np.zeros((4, 4, 3), np.uint8)], small.vocabulary, 24) == [["cup", "chair"]]
     with pytest.raises(ValueError, match="has 2 tags, more than the 1 tag per image"):
         KeepAllFilter().tags([np.zeros((4, 4, 3), np.uint8)], ["cup", "chair"], 1)
     with pytest.raises(ConfigError) as exc:
-        perception_config(_generate_args("--filter", "none"))
+        perception_config(_generate_args("--filter", "none", "--detector", "grounding-dino"))
     assert str(exc.value).startswith("--filter none") and "--vocabulary" in str(exc.value)
     tags = tmp_path / "tags.txt"
     tags.write_text("cup\nchair\ncup\n")
-    cfg = perception_config(_generate_args("--filter", "none", "--vocabulary", str(tags)))
+    # filter none decides no scene type: the routed depth needs one scene type for every photo
+    cfg = perception_config(_generate_args("--filter", "none", "--vocabulary", str(tags), "--depth-scene", "indoor"))
     assert cfg.filter.backend == "none" and cfg.vocabulary == ("cup", "chair")
 
 
@@ -242,7 +249,8 @@ def test_score_threshold_lowers_grounding_dinos_text_threshold_unless_given():
     from spatialforge.perception.pipeline import PerceptionPipeline
 
     def detector(*flags: str):
-        return PerceptionPipeline.from_config(perception_config(_generate_args(*flags))).stages["detector"]
+        args = _generate_args("--detector", "grounding-dino", *flags)
+        return PerceptionPipeline.from_config(perception_config(args)).stages["detector"]
 
     assert (detector().box_threshold, detector().text_threshold) == (0.3, 0.25)
     low = detector("--score-threshold", "0.1")
@@ -284,7 +292,7 @@ def test_assume_hfov_takes_degrees_or_none():
 
     assert perception_config(_generate_args("--assume-hfov", "none")).assumed_hfov_deg is None
     assert perception_config(_generate_args("--assume-hfov", "75")).assumed_hfov_deg == 75.0
-    assert perception_config(_generate_args()).assumed_hfov_deg == 60.0
+    assert perception_config(_generate_args()).assumed_hfov_deg is None  # never assumed unless asked for
 
 
 @pytest.mark.parametrize("flags, start", [
@@ -303,11 +311,12 @@ def test_config_errors_name_the_flag_that_caused_them(flags, start):
 def test_the_fingerprint_covers_what_changes_outputs_only():
     from spatialforge.perception.config import describe_changes
 
-    base = PerceptionConfig()
+    gd = StageSpec("grounding-dino")  # tag-then-detect: the vocabulary and thresholds count
+    base = PerceptionConfig(detector=gd)
     same = [base.with_overrides(device="cuda", batch_size=2, low_memory=True),
             PerceptionConfig(detector=StageSpec("grounding-dino", "IDEA-Research/grounding-dino-base",
                                                 {"box_threshold": 0.3, "batch_size": 1})),
-            PerceptionConfig(filter=StageSpec("clip", options={"batch_size": 2, "text_batch_size": 8}))]
+            PerceptionConfig(detector=gd, filter=StageSpec("clip", options={"batch_size": 2, "text_batch_size": 8}))]
     for cfg in same:
         assert cfg.fingerprint() == base.fingerprint()
     changed = {
@@ -315,7 +324,8 @@ def test_the_fingerprint_covers_what_changes_outputs_only():
         "stages.depth.model_id": PerceptionConfig(depth=StageSpec("depth-anything-v2", "my/depth")),
         "score_threshold None -> 0.1": base.with_overrides(score_threshold=0.1),
         "stages.detector.options.text_threshold 0.25 -> 0.1": base.with_overrides(score_threshold=0.1),
-        "vocabulary: 1 entry added (teapot shelf)": PerceptionConfig(vocabulary=(*base.vocabulary, "teapot shelf")),
+        "vocabulary: 1 entry added (teapot shelf)": PerceptionConfig(detector=gd,
+                                                                     vocabulary=(*base.vocabulary, "teapot shelf")),
         "dtype 'float32' -> 'bfloat16'": base.with_overrides(dtype="bfloat16"),
         "ambiguity 'group' -> 'drop'": base.with_overrides(ambiguity="drop"),
         "stages.filter.options.threshold 0.5 -> 0.7": PerceptionConfig(filter=StageSpec("clip", options={

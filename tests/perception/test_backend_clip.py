@@ -18,6 +18,8 @@ from spatialforge.perception.backends.clip import (  # noqa: E402
     ClipFilter,
     ClipTextEmbedder,
     near_duplicate_groups,
+    pad_to_square,
+    square_tiles,
 )
 from spatialforge.perception.ports import ImageFilter, Stage, TextEmbedder  # noqa: E402
 from spatialforge.perception.types import FilterDecision  # noqa: E402
@@ -173,7 +175,8 @@ def test_label_embeddings_are_cached_per_load(clip_dir, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- tags
-def test_tags_rank_the_vocabulary_by_similarity(clip_filter, reference):
+def test_tags_rank_the_vocabulary_by_similarity(clip_dir, reference):
+    clip_filter = ClipFilter(model_id=clip_dir, tag_views="center")  # CLIP's own view: the reference's probabilities
     images = _images(3)
     tags = clip_filter.tags(images, VOCAB, 3)
     assert len(tags) == 3
@@ -257,7 +260,7 @@ def test_embed_text(clip_dir, clip_filter, reference):
     {"threshold": True}, {"keep_labels": []}, {"drop_labels": ()}, {"keep_labels": "a photo of a room"},
     {"keep_labels": ["a room", ""]}, {"drop_labels": ["a logo", "a logo"]},
     {"keep_labels": ["a room", "a logo"], "drop_labels": ["a logo"]}, {"tag_template": "a photo of a {}"},
-    {"batch_size": 0}, {"text_batch_size": 2.5}, {"dtype": "int8"},
+    {"batch_size": 0}, {"text_batch_size": 2.5}, {"dtype": "int8"}, {"tag_views": "whole"}, {"tag_views": None},
 ])
 def test_bad_configuration_raises_config_error(kwargs):
     with pytest.raises(ConfigError):
@@ -336,11 +339,90 @@ def test_filter_and_tags_run_the_image_tower_once(clip_dir):
         return original(*args, **kwargs)
 
     stage.model.get_image_features = counting
-    images = _images(6)
+    images = _images(6)  # one square photo, five wide or tall ones
     decisions = stage(images)
     tags = stage.tags(images, ["chair", "table", "mug"], 2)
-    assert sum(calls) == 6 and len(decisions) == len(tags) == 6  # tags reused the filter's embeddings
+    tiles = sum(len(square_tiles(img)) for img in images if img.shape[0] != img.shape[1])
+    assert tiles == 12 and len(decisions) == len(tags) == 6
+    assert sum(calls) == 6 + tiles  # the square photo's tile is the photo: the filter's embedding served its tags
     again = ClipFilter(model_id=str(clip_dir), batch_size=4).tags(images, ["chair", "table", "mug"], 2)
     assert again == tags  # cached embeddings give the same answers as fresh ones
     stage.unload()
     assert not stage._image_cache
+    center = ClipFilter(model_id=str(clip_dir), batch_size=4, tag_views="center")
+    center.load()
+    calls.clear()
+    center.model.get_image_features = counting
+    center(images)
+    center.tags(images, ["chair", "table", "mug"], 2)
+    assert sum(calls) == 6  # the centre-crop view: one embedding per photo serves the decision and the tags
+
+
+# ----------------------------------------------------------------------------- tags see the whole photo
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _reference_ranking(reference, views_per_image, vocab):
+    """Each image's vocabulary ranking by its best view, through plain transformers."""
+    model, processor = reference
+    text = processor(text=[f"a photo of a {v}" for v in vocab], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        t = _unit(model.get_text_features(**text).pooler_output)
+        out = []
+        for views in views_per_image:
+            pix = processor(images=views, return_tensors="pt", input_data_format="channels_last")["pixel_values"]
+            sims = _unit(model.get_image_features(pixel_values=pix).pooler_output) @ t.T
+            best = sims.max(dim=0).values.numpy()
+            out.append([vocab[i] for i in np.argsort(-best, kind="stable")])
+    return out
+
+
+def test_square_tiles_cover_the_photo_and_pad_centres_it():
+    img = np.arange(30 * 70 * 3, dtype=np.int64).reshape(30, 70, 3).astype(np.uint8)
+    tiles = square_tiles(img)  # ceil(70 / 30) = 3 tiles at columns 0, 20, 40
+    assert [t.shape for t in tiles] == [(30, 30, 3)] * 3
+    for t, c in zip(tiles, (0, 20, 40), strict=True):
+        assert np.array_equal(t, img[:, c:c + 30])
+    tall = np.ascontiguousarray(img.transpose(1, 0, 2))
+    assert [np.array_equal(t, tall[r:r + 30]) for t, r in zip(square_tiles(tall), (0, 20, 40), strict=True)] == \
+        [True] * 3
+    two = square_tiles(img[:, :60])  # 60 / 30: two tiles that touch, no overlap
+    assert len(two) == 2 and np.array_equal(two[1], img[:, 30:60])
+    square = img[:, :30]
+    assert square_tiles(square)[0] is square and pad_to_square(square, (1, 2, 3)) is square
+    padded = pad_to_square(img, (7, 8, 9))
+    assert padded.shape == (70, 70, 3)
+    assert np.array_equal(padded[20:50], img)  # centred: 20 rows above, 20 below
+    assert np.all(padded[:20] == [7, 8, 9]) and np.all(padded[50:] == [7, 8, 9])
+
+
+def test_tags_rank_each_name_by_its_best_tile(clip_filter, reference):
+    """The default view: square tiles covering the photo, each name scored by its best tile."""
+    images = _images(5)
+    tags = clip_filter.tags(images, VOCAB, len(VOCAB))
+    assert tags == _reference_ranking(reference, [square_tiles(img) for img in images], VOCAB)
+
+
+def test_pad_view_ranks_the_photo_padded_to_a_square(clip_dir, reference):
+    stage = ClipFilter(model_id=clip_dir, tag_views="pad")
+    images = _images(3)
+    fill = [round(255 * m) for m in reference[1].image_processor.image_mean]
+    expected = _reference_ranking(reference, [[pad_to_square(img, fill)] for img in images], VOCAB)
+    assert stage.tags(images, VOCAB, len(VOCAB)) == expected
+
+
+def test_a_thing_at_the_edge_of_a_wide_photo_reaches_its_tags(clip_filter, clip_dir):
+    """A 3:1 photo whose only object sits at its right edge: CLIP's centre crop never sees it, the tiles do."""
+    h, w = 32, 96
+    plain = np.full((h, w, 3), 128, np.uint8)
+    rng = np.random.default_rng(7)
+    thing = plain.copy()
+    thing[6:26, w - 22:w - 2] = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)  # outside the centre 32 px
+    center = ClipFilter(model_id=clip_dir, tag_views="center")
+    assert center.tags([thing], VOCAB, len(VOCAB)) == center.tags([plain], VOCAB, len(VOCAB))  # the crop is blind
+    with_thing, without = clip_filter.tags([thing, plain], VOCAB, len(VOCAB))
+    assert with_thing != without
+    # the object's tile decides: ranking by the best of the plain tiles and the object's tile
+    edge = clip_filter.tags([thing[:, w - h:]], VOCAB, len(VOCAB))[0]
+    assert edge != without and with_thing[0] in (edge[0], without[0])

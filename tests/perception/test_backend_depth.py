@@ -1,4 +1,5 @@
-"""Metric depth backends (Depth Anything V2 metric, Depth Pro) on tiny random checkpoints; intrinsics helpers."""
+"""Metric depth backends (Depth Anything V2 metric, ZoeDepth, Depth Pro) and the Depth Pro focal estimator on tiny
+random checkpoints; intrinsics helpers."""
 
 from __future__ import annotations
 
@@ -16,17 +17,27 @@ from PIL import ExifTags, Image  # noqa: E402
 
 from spatialforge.errors import ConfigError, SceneError, SpatialForgeError  # noqa: E402
 from spatialforge.perception.backends import DEFAULT_MODELS, build_stage  # noqa: E402
-from spatialforge.perception.backends.depth import DepthAnythingV2Depth, DepthProDepth  # noqa: E402
+from spatialforge.perception.backends.depth import (  # noqa: E402
+    DA_V2_INDOOR,
+    DA_V2_OUTDOOR,
+    DepthAnythingV2Checkpoint,
+    DepthAnythingV2Depth,
+    DepthProDepth,
+    DepthProFocal,
+    NoFocalEstimator,
+    ZoeDepthDepth,
+)
 from spatialforge.perception.intrinsics import (  # noqa: E402
     exif_focal_length_px,
     intrinsics_from_focal,
     intrinsics_from_hfov,
     resolve_intrinsics,
 )
-from spatialforge.perception.ports import DepthEstimator, Stage  # noqa: E402
-from spatialforge.perception.types import DepthPrediction  # noqa: E402
+from spatialforge.perception.ports import DepthEstimator, FocalEstimator, Stage  # noqa: E402
+from spatialforge.perception.types import DepthPrediction, FocalEstimate  # noqa: E402
 
 from .tiny_depth import DEPTH_ANYTHING_SIZE, DEPTH_PRO_SIZE, build_tiny_depth_anything, build_tiny_depth_pro  # noqa: E402
+from .tiny_zoedepth import build_tiny_zoedepth  # noqa: E402
 
 MAX_DEPTH = 20
 
@@ -128,37 +139,42 @@ def test_exif_focal_plane_resolution():
 
 def test_resolve_intrinsics_precedence():
     w, h = 640, 480
-    all_sources = dict(user_focal_px=500.0, exif_focal_px=600.0, model_focal_px=700.0, model_hfov_deg=90.0)
-    k, src = resolve_intrinsics(w, h, **all_sources)
+    every = dict(user_focal_px=500.0, exif_focal_px=600.0, estimated_focal_px=700.0, estimated_hfov_deg=90.0,
+                 estimated_by="depth-pro", assumed_hfov_deg=60.0)
+    k, src = resolve_intrinsics(w, h, **every)
     assert (src, k.fx) == ("user", 500.0)
-    k, src = resolve_intrinsics(w, h, **{**all_sources, "user_focal_px": None})
+    k, src = resolve_intrinsics(w, h, **{**every, "user_focal_px": None})
     assert (src, k.fx) == ("exif", 600.0)
-    k, src = resolve_intrinsics(w, h, model_focal_px=700.0, model_hfov_deg=90.0)
-    assert (src, k.fx) == ("model", 700.0)  # the model's focal before its FOV
-    k, src = resolve_intrinsics(w, h, model_hfov_deg=90.0)
-    assert src == "model"
+    k, src = resolve_intrinsics(w, h, **{**every, "user_focal_px": None, "exif_focal_px": None})
+    assert (src, k.fx) == ("estimated:depth-pro", 700.0)  # the estimate's focal before its FOV, before an assumption
+    k, src = resolve_intrinsics(w, h, estimated_hfov_deg=90.0, estimated_by="depth-pro", assumed_hfov_deg=60.0)
+    assert src == "estimated:depth-pro"
     assert k.fx == pytest.approx(320.0)
-    k, src = resolve_intrinsics(w, h)
-    assert src == "assumed_hfov_60"
+    k, src = resolve_intrinsics(w, h, assumed_hfov_deg=60.0)
+    assert src == "assumed:hfov_60"
     assert k.fx == pytest.approx(320.0 * math.sqrt(3.0))
     assert (k.cx, k.cy) == (319.5, 239.5)
     k, src = resolve_intrinsics(w, h, assumed_hfov_deg=75.0)
-    assert src == "assumed_hfov_75"
+    assert src == "assumed:hfov_75"
     assert k.hfov_deg == pytest.approx(75.0)
-    # the assumption is only used when allowed
-    k, src = resolve_intrinsics(w, h, model_hfov_deg=50.0, allow_assumed=False)
-    assert src == "model"
-    with pytest.raises(SpatialForgeError, match="no intrinsics") as err:
-        resolve_intrinsics(w, h, allow_assumed=False)
-    assert isinstance(err.value, SceneError)
-    assert err.value.reason == "no_intrinsics"
     # bad values are errors, not silently skipped
     with pytest.raises(ConfigError):
         resolve_intrinsics(w, h, user_focal_px=-3.0)
     with pytest.raises(ValueError):
-        resolve_intrinsics(w, h, model_hfov_deg=float("nan"))
+        resolve_intrinsics(w, h, estimated_hfov_deg=float("nan"), estimated_by="depth-pro")
+    with pytest.raises(ConfigError, match="estimated_by"):
+        resolve_intrinsics(w, h, estimated_focal_px=500.0)  # an estimate must say where it comes from
     with pytest.raises(ConfigError):
         resolve_intrinsics(w, h, assumed_hfov_deg=0.0)
+
+
+def test_no_field_of_view_is_assumed_unless_asked_for():
+    """Without a focal length, an estimate or an assumed FOV there are no intrinsics: never a silent 60 degrees."""
+    with pytest.raises(SpatialForgeError, match="no intrinsics") as err:
+        resolve_intrinsics(640, 480)
+    assert isinstance(err.value, SceneError)
+    assert err.value.reason == "no_intrinsics"
+    assert "--assume-hfov" in str(err.value) and "--focal-length" in str(err.value)
 
 
 # ============================================================================= backends
@@ -169,6 +185,9 @@ def model_dirs(tmp_path_factory):
         "da_relative": str(build_tiny_depth_anything(tmp_path_factory.mktemp("tiny_da_rel"),
                                                      depth_estimation_type="relative")),
         "dp": str(build_tiny_depth_pro(tmp_path_factory.mktemp("tiny_dp"))),
+        "zoe": str(build_tiny_zoedepth(tmp_path_factory.mktemp("tiny_zoe"))),
+        # NK routing: the domain classifier sends some of IMAGES to the nyu head (10 m), some to kitti (80 m)
+        "zoe_nk": str(build_tiny_zoedepth(tmp_path_factory.mktemp("tiny_zoe_nk"), heads=2, split_images=IMAGES)),
     }
 
 
@@ -198,7 +217,8 @@ IMAGES = [_image(30, 50, 0), _image(50, 30, 1), _image(30, 50, 2), _image(33, 71
 
 
 def test_construction_loads_nothing_and_registry(model_dirs):
-    for name, cls in (("depth-anything-v2", DepthAnythingV2Depth), ("depth-pro", DepthProDepth)):
+    for name, cls in (("depth-anything-v2", DepthAnythingV2Depth), ("depth-pro", DepthProDepth),
+                      ("zoedepth", ZoeDepthDepth)):
         stage = build_stage("depth", name, model_id=model_dirs["da"])
         assert type(stage) is cls
         assert stage.model is None and stage.processor is None
@@ -206,6 +226,13 @@ def test_construction_loads_nothing_and_registry(model_dirs):
         assert cls().model_id == DEFAULT_MODELS[name] == cls.default_model_id
     assert DepthAnythingV2Depth.default_model_id == "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf"
     assert DepthProDepth.default_model_id == "apple/DepthPro-hf"
+    assert ZoeDepthDepth.default_model_id == "Intel/zoedepth-nyu-kitti"
+    assert DepthAnythingV2Depth().checkpoints == {"indoor": DA_V2_INDOOR, "outdoor": DA_V2_OUTDOOR}
+    assert DA_V2_OUTDOOR == "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf"
+    focal = build_stage("focal_estimator", "depth-pro", model_id=model_dirs["dp"])
+    assert type(focal) is DepthProFocal and focal.model is None and isinstance(focal, FocalEstimator)
+    assert DepthProFocal().model_id == DEFAULT_MODELS["depth-pro"]
+    assert isinstance(build_stage("focal_estimator", "none"), NoFocalEstimator)
     with pytest.raises(ConfigError):
         DepthProDepth(model_id=model_dirs["dp"], batch_size=0)
     with pytest.raises(ConfigError):
@@ -240,8 +267,11 @@ def test_depth_anything_matches_model_output_resized(da):
     assert inputs["pixel_values"].shape[-2:] == (DEPTH_ANYTHING_SIZE, 68)
     with torch.no_grad():
         raw = da.model(**inputs).predicted_depth  # (1, 32, 68)
+    assert float(raw.max()) < 0.97 * MAX_DEPTH  # nothing at the max range: every pixel is a measurement
     ref = torch.nn.functional.interpolate(raw[:, None], size=img.shape[:2], mode="bilinear", align_corners=False)
-    np.testing.assert_allclose(da([img])[0].depth, ref[0, 0].numpy(), rtol=1e-5, atol=1e-5)
+    pred = da([img])[0]
+    np.testing.assert_allclose(pred.depth, ref[0, 0].numpy(), rtol=1e-5, atol=1e-5)
+    assert pred.max_range_m == MAX_DEPTH and pred.info == {"beyond_range_fraction": 0.0}  # one checkpoint: no scene
 
 
 def test_depth_pro_contract_and_fov(dp, model_dirs):
@@ -346,11 +376,186 @@ def test_inputs_validation_and_lifecycle(model_dirs):
     assert stage([IMAGES[1]])[0].depth.shape == IMAGES[1].shape[:2]  # reloads lazily
 
 
+# ============================================================================= maximum range
+def _da_near_its_max(src: str, dst, image: np.ndarray, fraction: float = 0.97):
+    """A copy of the tiny Depth Anything whose output's median on ``image`` is ``fraction`` of its max_depth."""
+    stage = DepthAnythingV2Checkpoint(src)
+    stage.load()
+    with torch.no_grad():
+        raw = stage._network_depth([image])[0]
+        z = torch.logit(raw / stage.max_range_m)  # the sigmoid's input
+        stage.model.head.conv3.bias += math.log(fraction / (1 - fraction)) - float(z.median())
+    stage.model.save_pretrained(dst)
+    stage.processor.save_pretrained(dst)
+    return str(dst)
+
+
+def test_depth_at_the_max_range_is_invalid_not_a_point_at_20_m(model_dirs, tmp_path):
+    img = IMAGES[3]
+    near_max = _da_near_its_max(model_dirs["da"], tmp_path / "near_max", img)
+    stage = DepthAnythingV2Depth(model_id=near_max)  # default range_margin 0.97
+    assert stage.range_margin == 0.97
+    pred = stage([img])[0]
+    stage.load()
+    with torch.no_grad():
+        raw = stage.active._network_depth([img])[0]
+    ref = torch.nn.functional.interpolate(raw[None, None], size=img.shape[:2], mode="bilinear",
+                                          align_corners=False)[0, 0].numpy()
+    cap = 0.97 * MAX_DEPTH
+    valid = pred.depth > 0
+    assert np.all(pred.depth[ref >= cap] == 0)  # at or near the max range: no measurement
+    assert float((ref >= cap).mean()) > 0.2 and valid.any()  # the map straddles the cap
+    np.testing.assert_allclose(pred.depth[valid], ref[valid], rtol=1e-5)  # the rest is the model's depth
+    assert float(pred.depth.max()) < cap
+    # a pixel blended from a capped network pixel is no measurement either (no sky-to-foreground ramp)
+    assert int((~valid).sum()) >= int((ref >= cap).sum())
+    assert pred.info["beyond_range_fraction"] == pytest.approx(float((~valid).mean()), abs=1e-6)
+    # margin 1.0: only depth at the max itself is invalid (sigmoid < 1: none here)
+    loose = DepthAnythingV2Depth(model_id=near_max, range_margin=1.0)([img])[0]
+    assert np.all(loose.depth > 0)
+    for bad in (0.0, 1.5, float("nan"), "0.9"):
+        with pytest.raises(ConfigError, match="range_margin"):
+            DepthAnythingV2Depth(model_id=near_max, range_margin=bad)
+
+
+def test_depth_pro_caps_at_its_documented_max_range(dp):
+    base = dp(IMAGES[:1])[0]
+    assert base.max_range_m == 100.0 and np.all(base.depth > 0)  # the tiny model's depths are far below 100 m
+    median = float(np.median(base.depth))
+    capped = DepthProDepth(model_id=dp.model_id, max_range=median / 0.97)(IMAGES[:1])[0]
+    assert np.all(capped.depth[base.depth >= median] == 0)
+    np.testing.assert_allclose(capped.depth[base.depth < median], base.depth[base.depth < median], rtol=1e-6)
+    assert capped.info["beyond_range_fraction"] == pytest.approx(float((base.depth >= median).mean()))
+    with pytest.raises(ConfigError, match="max_range"):
+        DepthProDepth(model_id=dp.model_id, max_range=0)
+
+
+# ============================================================================= Depth Anything V2: indoor / outdoor
+def test_depth_anything_routes_between_an_indoor_and_an_outdoor_checkpoint(model_dirs, tmp_path):
+    outdoor = str(build_tiny_depth_anything(tmp_path / "out", seed=1, max_depth=80))
+    stage = build_stage("depth", "depth-anything-v2", indoor_model=model_dirs["da"], outdoor_model=outdoor,
+                        device="cpu")
+    assert stage.routes_by_scene and stage.scene_types == ("indoor", "outdoor")
+    assert stage.resident() == []  # nothing loaded by building it
+    stage.select("outdoor")
+    out = stage(IMAGES[:2])
+    assert stage.resident() == [outdoor]  # only the selected checkpoint loads
+    assert [p.model for p in out] == [outdoor, outdoor] and out[0].max_range_m == 80.0
+    assert out[0].info["scene"] == "outdoor"
+    stage.select("indoor")
+    inside = stage(IMAGES[:2])
+    assert [p.model for p in inside] == [model_dirs["da"]] * 2 and inside[0].max_range_m == MAX_DEPTH
+    assert inside[0].info["scene"] == "indoor" and stage.model_id == model_dirs["da"]
+    assert not np.allclose(inside[0].depth, out[0].depth)  # two different models
+    stage.unload()
+    assert stage.resident() == []
+    with pytest.raises(ValueError, match="scene"):
+        stage.select("underwater")
+
+
+def test_depth_anything_scene_and_model_id_options(model_dirs):
+    fixed = DepthAnythingV2Depth(model_id=model_dirs["da"])
+    assert not fixed.routes_by_scene and fixed.checkpoints == {"indoor": model_dirs["da"], "outdoor": model_dirs["da"]}
+    assert "scene" not in fixed(IMAGES[:1])[0].info  # one checkpoint for every photo: not chosen by scene type
+    outdoor_only = DepthAnythingV2Depth(scene="outdoor", outdoor_model=model_dirs["da"])
+    assert not outdoor_only.routes_by_scene and outdoor_only.model_id == model_dirs["da"]
+    assert outdoor_only(IMAGES[:1])[0].info["scene"] == "outdoor"
+    with pytest.raises(ConfigError, match="one checkpoint for every photo"):
+        DepthAnythingV2Depth(model_id=model_dirs["da"], scene="outdoor")
+    with pytest.raises(ConfigError, match="one checkpoint for every photo"):
+        DepthAnythingV2Depth(model_id=model_dirs["da"], outdoor_model="x/y")
+    with pytest.raises(ConfigError, match="scene must be one of auto, indoor, outdoor"):
+        DepthAnythingV2Depth(scene="kitchen")
+    with pytest.raises(ConfigError, match="unknown option 'scenes'"):
+        DepthAnythingV2Depth(scenes="auto")
+
+
+# ============================================================================= ZoeDepth
+def test_zoedepth_contract_and_padding_removal(model_dirs):
+    stage = ZoeDepthDepth(model_id=model_dirs["zoe"], batch_size=4)
+    preds = stage(IMAGES)
+    _check_contract(preds, model_dirs["zoe"])
+    stage.load()
+    for img, p in zip(IMAGES, preds, strict=True):
+        assert p.hfov_deg is None and p.focal_length_px is None  # predicts no intrinsics
+        assert p.max_range_m == 10.0 and p.info["head"] == "nyu"  # the single head's bins end at 10 m
+        inputs = stage.processor(images=[img], return_tensors="pt")
+        with torch.no_grad():
+            out = stage.model(**inputs)
+        # transformers' own post-processing (bicubic) resizes to the padded source size and crops the padding:
+        # the same map up to the interpolation
+        ref = stage.processor.post_process_depth_estimation(out, source_sizes=[img.shape[:2]])[0]["predicted_depth"]
+        ref = ref.numpy()
+        assert ref.shape == p.depth.shape
+        assert np.corrcoef(ref.ravel(), p.depth.ravel())[0, 1] > 0.995
+        np.testing.assert_allclose(p.depth, ref, rtol=2e-3)
+        # not the same as ignoring the padding
+        whole = torch.nn.functional.interpolate(out.predicted_depth[:, None], size=img.shape[:2], mode="bilinear",
+                                                align_corners=False)[0, 0].numpy()
+        assert np.corrcoef(ref.ravel(), whole.ravel())[0, 1] < 0.95
+
+
+def test_zoedepth_nk_routes_each_image_to_its_own_head(model_dirs):
+    stage = ZoeDepthDepth(model_id=model_dirs["zoe_nk"], batch_size=4)
+    batched = stage(IMAGES)
+    heads = [p.info["head"] for p in batched]
+    assert set(heads) == {"nyu", "kitti"}  # both heads in one batch: the vote is per image, not per batch
+    for img, p in zip(IMAGES, batched, strict=True):
+        alone = stage([img])[0]
+        assert alone.info["head"] == p.info["head"]
+        np.testing.assert_allclose(p.depth, alone.depth, rtol=1e-5)
+        assert p.max_range_m == {"nyu": 10.0, "kitti": 80.0}[p.info["head"]]
+        scores = p.info["head_scores"]
+        assert set(scores) == {"nyu", "kitti"} and max(scores, key=scores.get) == p.info["head"]
+
+
+def test_zoedepth_caps_at_its_heads_max_range(model_dirs):
+    base = ZoeDepthDepth(model_id=model_dirs["zoe"])(IMAGES[:1])[0]
+    median = float(np.median(base.depth))
+    capped = ZoeDepthDepth(model_id=model_dirs["zoe"], range_margin=median / 10.0)(IMAGES[:1])[0]
+    assert np.all(capped.depth[base.depth >= median] == 0)
+    assert 0.3 < capped.info["beyond_range_fraction"] < 0.9
+    kept = capped.depth > 0
+    np.testing.assert_allclose(capped.depth[kept], base.depth[kept], rtol=1e-6)
+
+
+def test_zoedepth_refuses_another_architecture(model_dirs):
+    with pytest.raises(ConfigError, match="zoedepth"):
+        ZoeDepthDepth(model_id=model_dirs["da"]).load()
+
+
+# ============================================================================= focal estimators
+def test_depth_pro_focal_estimator_is_depth_pros_fov_head(model_dirs, dp):
+    est = DepthProFocal(model_id=model_dirs["dp"], batch_size=3)
+    estimates = est(IMAGES)
+    depth = dp(IMAGES)
+    assert len(estimates) == len(IMAGES)
+    for img, e, d in zip(IMAGES, estimates, depth, strict=True):
+        assert isinstance(e, FocalEstimate) and e.method == "depth-pro" and e.model == model_dirs["dp"]
+        assert e.hfov_deg == pytest.approx(d.hfov_deg, rel=1e-5)  # the same head as in a full Depth Pro run
+        assert e.focal_length_px == pytest.approx(0.5 * img.shape[1] / math.tan(math.radians(e.hfov_deg) / 2))
+    assert est([]) == []
+    assert NoFocalEstimator()(IMAGES[:2]) == [None, None]
+
+
+def test_depth_pro_focal_estimator_refuses_what_cannot_estimate(model_dirs, tmp_path):
+    nofov = build_tiny_depth_pro(tmp_path / "nofov", use_fov_model=False)
+    with pytest.raises(ConfigError, match="no field-of-view head"):
+        DepthProFocal(model_id=str(nofov)).load()
+    with pytest.raises(ConfigError, match="not a Depth Pro checkpoint"):
+        DepthProFocal(model_id=model_dirs["da"]).load()
+    # not on disk and no hub (offline): one line saying what else works
+    with pytest.raises(ConfigError) as err:
+        DepthProFocal(model_id=str(tmp_path / "missing")).load()
+    msg = str(err.value)
+    assert "\n" not in msg and "--assume-hfov" in msg and "--focal-estimator none" in msg
+
+
 # ============================================================================= real weights (opt-in)
 @pytest.mark.weights
 @pytest.mark.skipif(os.environ.get("SPATIALFORGE_WEIGHTS") != "1",
                     reason="set SPATIALFORGE_WEIGHTS=1 (real checkpoints)")
-@pytest.mark.parametrize("cls", [DepthAnythingV2Depth, DepthProDepth])
+@pytest.mark.parametrize("cls", [DepthAnythingV2Depth, DepthProDepth, ZoeDepthDepth])
 def test_real_checkpoint_sensible(cls):
     """A synthetic room-like image (floor gradient below a wall): depths of metres, a sensible FOV."""
     h, w = 480, 640

@@ -66,14 +66,18 @@ def _scene():
 
 
 class _GenerateSpy:
-    """Wraps ``model.generate``: records every call's inputs; ``edit`` may rewrite the output ids."""
+    """Wraps ``model.generate``: records every call's inputs (the precomputed image features of
+    ``mm_encoder_outputs`` as ``features``); ``edit`` may rewrite the output ids."""
 
     def __init__(self, model, edit=None):
         self.model, self.real, self.edit = model, model.generate, edit
         self.calls: list[dict] = []
 
     def __call__(self, **kwargs):
-        self.calls.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kwargs.items()})
+        call = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+        if "mm_encoder_outputs" in kwargs:
+            call["features"] = kwargs["mm_encoder_outputs"]["image"].pooler_output.detach().clone()
+        self.calls.append(call)
         out = self.real(**kwargs)
         return self.edit(out) if self.edit is not None else out
 
@@ -232,7 +236,7 @@ def test_region_captions_contract(captioner, spy):
     assert captioner.fallbacks == 0  # the tiny model always writes some letters
     assert len(spy.calls) == 1  # 5 regions <= batch_size 16: one generate() call
     call = spy.calls[0]
-    assert call["input_ids"].shape[0] == 5 and call["pixel_values"].shape[0] == 5
+    assert call["input_ids"].shape[0] == 5 and call["features"].shape[0] == 5 and "pixel_values" not in call
     assert call["do_sample"] is False and call["num_beams"] == 1 and call["max_new_tokens"] == 20
 
 
@@ -250,12 +254,14 @@ def test_region_prompts_carry_each_box_in_its_image_pixel_space(captioner, spy, 
         assert text.replace("<pad>", "") == "<image>" * n_img + "<s>" + prompt + "</s>"
     # golden values for the wide first image (64 x 30): x by 64, y by 30
     assert "<loc_632><loc_73><loc_998><loc_983>" in texts[2]
-    # the pixels of each region are those of its own image
-    pix = spy.calls[0]["pixel_values"]
-    ref = [processor.image_processor(images=[images[i]], return_tensors="pt", input_data_format="channels_last")
-           ["pixel_values"][0] for i, _ in regions]
-    for row, expected in zip(pix, ref, strict=True):
-        torch.testing.assert_close(row, expected)
+    # the image features of each region are those of its own image, as the model computes them from its pixels
+    feats = spy.calls[0]["features"]
+    with torch.inference_mode():
+        for row, (i, _) in zip(feats, regions, strict=True):
+            pixels = processor.image_processor(images=[images[i]], return_tensors="pt",
+                                               input_data_format="channels_last")["pixel_values"]
+            expected = captioner.model.get_image_features(pixel_values=pixels).pooler_output[0]
+            torch.testing.assert_close(row, expected)
 
 
 def test_inputs_match_the_processor_layout(captioner, processor):
@@ -268,7 +274,9 @@ def test_inputs_match_the_processor_layout(captioner, processor):
     ref = processor(text=texts, images=[images[i] for i, _ in regions], return_tensors="pt", padding=True)
     assert torch.equal(mine["input_ids"], ref["input_ids"])
     assert torch.equal(mine["attention_mask"], ref["attention_mask"])
-    torch.testing.assert_close(mine["pixel_values"], ref["pixel_values"])
+    assert mine["images"] == [0, 2] and mine["rows"].tolist() == [0, 0, 1]  # each image once, rows point at it
+    pixels = captioner._pixels([images[i] for i in mine["images"]]).index_select(0, mine["rows"])
+    torch.testing.assert_close(pixels, ref["pixel_values"])
 
 
 def test_regions_are_batched_and_batching_does_not_change_captions(f2_dir, monkeypatch):
@@ -285,6 +293,58 @@ def test_regions_are_batched_and_batching_does_not_change_captions(f2_dir, monke
     assert got == expected
     single = Florence2Captioner(model_id=f2_dir, batch_size=1)
     assert single(images, dets) == expected and single.generate_calls == 5
+
+
+# ----------------------------------------------------------------------------- one vision pass per image
+class TowerCounter:
+    """Counts the images Florence-2's vision tower encodes (wraps the tower's forward)."""
+
+    def __init__(self, model, monkeypatch):
+        tower = model.model.vision_tower
+        real = tower.forward
+        self.images: list[int] = []
+
+        def forward(pixel_values, *args, **kwargs):
+            self.images.append(int(pixel_values.shape[0]))
+            return real(pixel_values, *args, **kwargs)
+
+        monkeypatch.setattr(tower, "forward", forward)
+
+    @property
+    def total(self) -> int:
+        return sum(self.images)
+
+
+def test_the_vision_tower_runs_once_per_image_not_once_per_region(f2_dir, monkeypatch):
+    images, dets = _scene()  # 3 + 0 + 2 regions
+    stage = Florence2Captioner(model_id=f2_dir, batch_size=2)  # 3 generate() calls: image 0 spans two of them
+    stage.load()
+    tower = TowerCounter(stage.model, monkeypatch)
+    first = stage(images, dets)
+    assert stage.generate_calls == 3
+    assert tower.total == 2  # images 0 and 2, once each (per region it would be 5); image 1 has no region
+    assert stage(images, dets) == first and tower.total == 2  # kept features: the same photos are not encoded again
+    stage.unload()
+    stage.load()
+    tower = TowerCounter(stage.model, monkeypatch)
+    assert stage(images, dets) == first and tower.total == 2  # unloading drops the kept features
+
+
+def test_captions_equal_the_per_region_pixel_path(captioner, processor):
+    """Shared image features give exactly the captions of ``generate(pixel_values=<one row per region>)``."""
+    images, dets = _scene()
+    regions = [(0, 0), (0, 1), (0, 2), (2, 0), (2, 1)]
+    texts = ["<REGION_TO_DESCRIPTION>" + box_to_loc_tokens(dets[i].boxes[k], images[i].shape[1], images[i].shape[0])
+             for i, k in regions]
+    enc = processor(text=texts, images=[images[i] for i, _ in regions], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        ids = captioner.model.generate(**enc, max_new_tokens=20, do_sample=False, num_beams=1)
+    raw = processor.batch_decode(ids, skip_special_tokens=False)
+    expected: list[list[str]] = [[], [], []]
+    for (i, k), text in zip(regions, raw, strict=True):
+        expected[i].append(clean_caption(text, 6) or dets[i].labels[k])
+    assert captioner(images, dets) == [tuple(c) for c in expected]
+    assert len(set(expected[0])) > 1  # the comparison is not between constant outputs
 
 
 def test_deterministic(captioner):

@@ -103,10 +103,14 @@ def test_photo_folder_grounding_dino_florence_sam2_depth_anything(models, tmp_pa
     bad = _bad_photos(photos)
     out = tmp_path / "out"
     m = models
+    tags = tmp_path / "tags.txt"  # the tiny Grounding DINO holds 16 tokens and spells unknown words letter by
+    tags.write_text("chair\ntable\ncup\nlamp\nsofa\ncat\ndog\nremote control\n")  # letter: most LVIS names overflow
     args = [str(photos), "--out", str(out), "--filter-model", str(m["clip"]), "--filter-threshold", "0",
             "--detector", "grounding-dino", "--detector-model", str(m["gd"]), "--score-threshold", "0",
+            "--vocabulary", str(tags),
             "--captioner-model", str(m["florence"]), "--segmenter-model", str(m["sam2"]),
-            "--depth-model", str(m["da"]), "--embedder-model", str(m["clip"]), "--batch-size", "3"]
+            "--depth-model", str(m["da"]), "--embedder-model", str(m["clip"]), "--batch-size", "3",
+            "--focal-estimator-model", str(m["dp"])]
     assert _run(*args) == 0
 
     records = _records(out)
@@ -128,7 +132,7 @@ def test_photo_folder_grounding_dino_florence_sam2_depth_anything(models, tmp_pa
               "depth": m["da"], "embedder": m["clip"]}
     for image_id in ok:
         _assert_scene_contract(out, image_id, expect)
-        assert records[image_id]["intrinsics_source"] == "assumed_hfov_60"
+        assert records[image_id]["intrinsics_source"] == "estimated:depth-pro"  # no EXIF: Depth Pro's FOV head
     # the converted odd images are 3-channel 8-bit scenes
     for image_id in ("gray", "cmyk", "alpha"):
         if records[image_id]["status"] == "ok":
@@ -192,7 +196,7 @@ model_id = "{m['dp']}"
     ok = [k for k in good if rec_model[k]["status"] == "ok" and rec_user[k]["status"] == "ok"]
     assert ok, f"no image became a scene: {rec_model}"
     for k in ok:
-        assert rec_model[k]["intrinsics_source"] == "model"  # Depth Pro's FOV head
+        assert rec_model[k]["intrinsics_source"] == "estimated:depth-pro"  # Depth Pro's FOV head
         assert rec_user[k]["intrinsics_source"] == "user"
         a, b = load_scene(out_model / "scenes" / k), load_scene(out_user / "scenes" / k)
         assert b.intrinsics.fx == pytest.approx(150.0)
@@ -222,7 +226,7 @@ def test_hugging_face_dataset_saved_to_disk(models, tmp_path):
     common = ["--filter", "none", "--vocabulary", str(vocabulary), "--embedder", "none", "--captioner", "label",
               "--segmenter", "box",
               "--detector", "owlv2", "--detector-model", str(m["owl"]), "--score-threshold", "0",
-              "--depth-model", str(m["da"])]
+              "--depth-model", str(m["da"]), "--assume-hfov", "60"]
     assert _run("--hf-dataset", str(saved), "--out", str(out), *common) == 0
     records = _records(out)
     assert set(records) == {"train-00000", "train-00001", "train-00002"}
@@ -250,8 +254,10 @@ def test_low_memory_mode_gives_the_same_scenes_and_releases_models(models, tmp_p
         return PerceptionConfig(filter=StageSpec("clip", str(m["clip"]), {"threshold": 0.0}),
                                 embedder=StageSpec("clip", str(m["clip"])),
                                 detector=StageSpec("grounding-dino", str(m["gd"])),
+                                vocabulary=("chair", "table", "cup", "lamp", "sofa"),  # words the tiny model holds
                                 captioner=StageSpec("label"), segmenter=StageSpec("sam2", str(m["sam2"])),
-                                depth=StageSpec("depth-anything-v2", str(m["da"])), device="cpu",
+                                depth=StageSpec("depth-anything-v2", str(m["da"])),
+                                focal_estimator=StageSpec("depth-pro", str(m["dp"])), device="cpu",
                                 score_threshold=0.0, batch_size=2, low_memory=low)
 
     results, most = {}, {}
@@ -279,7 +285,7 @@ def test_low_memory_mode_gives_the_same_scenes_and_releases_models(models, tmp_p
     assert results[True].keys() == results[False].keys() and results[True]
     for k in results[True]:
         np.testing.assert_allclose(results[True][k], results[False][k], rtol=1e-5)
-    assert most == {False: 4, True: 1}  # low memory: never two models at once, not even the shared CLIP
+    assert most == {False: 5, True: 1}  # low memory: never two models at once, not even the shared CLIP
 
 
 def test_a_rerun_with_other_perception_settings_is_refused_unless_overwritten(models, tmp_path, capsys):
@@ -290,7 +296,7 @@ def test_a_rerun_with_other_perception_settings_is_refused_unless_overwritten(mo
     out = tmp_path / "out"
     common = [str(photos), "--out", str(out), "--filter", "none", "--vocabulary", str(tags), "--embedder", "none",
               "--captioner", "label", "--segmenter", "box", "--detector", "owlv2", "--detector-model",
-              str(models["owl"]), "--depth-model", str(models["da"])]
+              str(models["owl"]), "--depth-model", str(models["da"]), "--assume-hfov", "60"]
     assert _run(*common, "--score-threshold", "0") == 0
     record = json.loads((out / "perception" / "config.json").read_text())
     assert record["settings"]["stages"]["detector"]["options"]["score_threshold"] == 0.0

@@ -191,7 +191,7 @@ def test_constant_depth_plane_lifts_to_exact_metric_points(tmp_path):
     Image.fromarray(img).save(photos / "plane.png")
     out = tmp_path / "out"
     m = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle), GenerateConfig(), progress=False)
-    assert m["perception"]["intrinsics_sources"] == {"model": 1}
+    assert m["perception"]["intrinsics_sources"] == {"estimated:given": 1}  # the depth model's own FOV
     cam = json.loads((out / "scenes" / "plane" / "camera.json").read_text())
     assert cam["fx"] == pytest.approx((W / 2) / np.tan(np.radians(45)), rel=1e-6)
     graph = json.loads((out / "scene_graphs" / "plane.json").read_text())
@@ -258,7 +258,7 @@ def test_bad_images_are_recorded_and_the_run_continues(tmp_path):
         for name in ("image.png", "depth.npy", "instances.png", "camera.json", "objects.json", "filter.json",
                      "detections.json", "provenance.json"):
             assert (folder / name).is_file(), (sid, name)
-        assert json.loads((folder / "provenance.json").read_text())["intrinsics_source"] == "model"
+        assert json.loads((folder / "provenance.json").read_text())["intrinsics_source"] == "estimated:given"
 
 
 def test_no_detections_and_model_failure_cost_only_their_image(tmp_path):
@@ -557,7 +557,7 @@ def test_the_report_counts_each_photo_once_per_stage(tmp_path):
     stages = m["perception"]["stages"]
     assert m["perception"]["ok"] == 4  # 4 readable photos, each kept, tagged, detected, ...
     assert {s: stages[s]["images"] for s in stages} == {"filter": 4, "detector": 4, "captioner": 4, "segmenter": 4,
-                                                         "depth": 4, "embedder": 4}
+                                                         "depth": 4, "focal_estimator": 0, "embedder": 4}
 
 
 def test_no_scene_at_all_is_a_failed_run_saying_why_in_words(tmp_path):

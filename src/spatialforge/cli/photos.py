@@ -53,12 +53,41 @@ def add_photo_options(p: argparse.ArgumentParser) -> None:
                         "flags override it (default: the built-in settings)")
     for stage in ("filter", "detector", "captioner", "segmenter", "depth", "embedder"):
         backend = getattr(defaults, stage).backend
-        model = ("the CLIP filter's model, else " if stage == "embedder" else "the backend's own, ") + \
+        model = {"embedder": "the CLIP filter's model, else ",
+                 "detector": "the Florence-2 captioner's model, else "}.get(stage, "the backend's own, ") + \
             f"{DEFAULT_MODELS[backend]} for {backend}"
         g.add_argument(f"--{stage}", default=None, choices=tuple(BACKENDS[stage]),
                        help=f"{stage} backend (default: {backend}, {_FROM_FILE})")
+        if stage == "depth":
+            model = (f"the backend's own: {backend} routes each photo to --depth-indoor-model or "
+                     f"--depth-outdoor-model by the filter's scene type, and a model given here is one checkpoint "
+                     f"for every photo; {DEFAULT_MODELS['zoedepth']} for zoedepth, {DEFAULT_MODELS['depth-pro']} "
+                     f"for depth-pro")
         g.add_argument(f"--{stage}-model", default=None,
                        help=f"model id or local folder for the {stage} (default: {model}; {_FROM_FILE})")
+    g.add_argument("--depth-scene", default=None, choices=("auto", "indoor", "outdoor"),
+                   help="depth-anything-v2: 'auto' routes each photo to the indoor (max 20 m) or outdoor (max 80 m) "
+                        "checkpoint by the CLIP filter's indoor/outdoor decision; 'indoor' / 'outdoor' use that "
+                        "checkpoint for every photo, as --filter none needs (default: auto, "
+                        f"{_FROM_FILE})")
+    g.add_argument("--depth-indoor-model", default=None,
+                   help="depth-anything-v2: the checkpoint for indoor photos (default: "
+                        f"depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf, {_FROM_FILE})")
+    g.add_argument("--depth-outdoor-model", default=None,
+                   help="depth-anything-v2: the checkpoint for outdoor photos (default: "
+                        f"depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf, {_FROM_FILE})")
+    g.add_argument("--depth-range-margin", type=number_at_least(0.0, strict=True, high=1.0), default=None,
+                   help="depth at or beyond this fraction (above 0, at most 1) of the depth model's maximum range "
+                        "(depth-anything-v2: its max_depth; zoedepth: its head's; depth-pro: 100 m) is no "
+                        f"measurement and is made invalid, e.g. sky (default: 0.97, {_FROM_FILE})")
+    g.add_argument("--focal-estimator", default=None, choices=tuple(BACKENDS["focal_estimator"]),
+                   help="how a photo with no focal length (none from --focal-length, EXIF or the depth model) gets "
+                        "one: depth-pro estimates it with Depth Pro's field-of-view head (recorded as "
+                        "estimated:depth-pro); none leaves such a photo out (reason no_intrinsics) unless "
+                        f"--assume-hfov is given, which replaces the estimator (default: depth-pro, {_FROM_FILE})")
+    g.add_argument("--focal-estimator-model", default=None,
+                   help="model id or local folder for the focal estimator (default: "
+                        f"{DEFAULT_MODELS['depth-pro']} for depth-pro; {_FROM_FILE})")
     g.add_argument("--keep-labels", type=comma_list, default=None,
                    help="filter: comma-separated CLIP prompts of photos to keep (default: indoor/outdoor scenes)")
     g.add_argument("--drop-labels", type=comma_list, default=None,
@@ -74,14 +103,16 @@ def add_photo_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int_at_least(1), default=None,
                    help=f"photos per model call (default: 8, {_FROM_FILE})")
     g.add_argument("--focal-length", type=number_at_least(0.0, strict=True), default=None,
-                   help="focal length in pixels for every photo (default: EXIF, else the depth model's, else "
-                        "--assume-hfov)")
+                   help="focal length in pixels for every photo (default: EXIF, else the depth model's estimate, "
+                        "else --assume-hfov if given, else the focal estimator's)")
     g.add_argument("--assume-hfov", type=_hfov, default=None,
-                   help="horizontal FOV in degrees (10 to 150) assumed when neither the user, EXIF nor the depth "
-                        f"model gives intrinsics; 'none' rejects such photos (default: 60, {_FROM_FILE})")
+                   help="assume this horizontal FOV in degrees (10 to 150) for photos with no focal length from the "
+                        "user, EXIF or the depth model, instead of estimating it (recorded as assumed:hfov_DEG); "
+                        f"'none' assumes nothing (default: none: never assume, {_FROM_FILE})")
     g.add_argument("--score-threshold", type=fraction, default=None,
                    help="detection score threshold from 0 to 1; for Grounding DINO both its box and text "
-                        "threshold (default: the detector's own, Grounding DINO 0.3 / text 0.25, OWLv2 0.2)")
+                        "threshold (default: the detector's own, Grounding DINO 0.3 / text 0.25, OWLv2 0.2, "
+                        "SAM 3 0.5); florence2-regions gives no scores and takes no threshold")
     g.add_argument("--text-threshold", type=fraction, default=None,
                    help="Grounding DINO: the matched prompt's token probability a box needs, from 0 to 1 "
                         "(default: --score-threshold when given, else 0.25)")
@@ -92,7 +123,9 @@ def add_photo_options(p: argparse.ArgumentParser) -> None:
                    help="drop objects whose captions collide (CLIP-similar, or the same name for the QA engine) "
                         "instead of telling them apart by position")
     g.add_argument("--vocabulary", type=Path, default=None,
-                   help="text file of detection tags, one per line (default: the built-in ~150 tags)")
+                   help="text file of detection tags, one per line, from which CLIP picks each photo's prompts "
+                        "for a prompted detector (grounding-dino, owlv2, sam3); florence2-regions takes no prompts "
+                        "(default: the built-in 1203 LVIS category names)")
 
 
 def is_photo_folder(folder: Path) -> bool:
@@ -115,6 +148,25 @@ def _read_vocabulary(path: Path) -> tuple[str, ...]:
     return vocab
 
 
+def _depth_options(args: argparse.Namespace, spec: Any, flagged: list[str]) -> Any:
+    """The depth stage with the --depth-* option flags on top (``flagged`` gets the flags given)."""
+    from spatialforge.perception.config import StageSpec
+
+    given = {"scene": ("--depth-scene", args.depth_scene),
+             "indoor_model": ("--depth-indoor-model", args.depth_indoor_model),
+             "outdoor_model": ("--depth-outdoor-model", args.depth_outdoor_model),
+             "range_margin": ("--depth-range-margin", args.depth_range_margin)}
+    given = {k: v for k, v in given.items() if v[1] is not None}
+    routing = [flag for k, (flag, _) in given.items() if k != "range_margin"]
+    if routing and spec.backend != "depth-anything-v2":
+        raise ConfigError(f"{', '.join(routing)} {'needs' if len(routing) == 1 else 'need'} --depth "
+                          f"depth-anything-v2 (the depth is {spec.backend!r}, which does not route by scene type)")
+    if not given:
+        return spec
+    flagged += [flag for flag, _ in given.values()]
+    return StageSpec(spec.backend, spec.model_id, {**spec.options, **{k: v for k, (_, v) in given.items()}})
+
+
 def perception_config(args: argparse.Namespace) -> Any:
     """The perception config: the file given (or the defaults), then every flag given on top.
 
@@ -122,7 +174,7 @@ def perception_config(args: argparse.Namespace) -> Any:
     option value is checked before the command writes anything; an error names the flag it comes
     from (or the config file).
     """
-    from spatialforge.perception.backends import NO_MODEL_BACKENDS
+    from spatialforge.perception.backends import NO_MODEL_BACKENDS, backend_flag
     from spatialforge.perception.config import STAGES, PerceptionConfig, StageSpec, load_perception_config
 
     source = f"--perception-config {args.perception_config}" if args.perception_config else "the built-in settings"
@@ -131,17 +183,24 @@ def perception_config(args: argparse.Namespace) -> Any:
     flagged: dict[str, list[str]] = {s: [] for s in STAGES}  # the flags that changed each stage
     for s in STAGES:
         spec, backend, model = getattr(base, s), getattr(args, s), getattr(args, f"{s}_model")
+        flag = "--" + s.replace("_", "-")  # --focal-estimator
         if backend is not None:
-            flagged[s].append(f"--{s} {backend}")
+            flagged[s].append(f"{flag} {backend}")
             if backend != spec.backend:
                 spec = StageSpec(backend)  # another backend: the old one's model id and options do not apply
         if model is not None:
             if spec.backend in NO_MODEL_BACKENDS:
-                raise ConfigError(f"--{s}-model: the {s} backend {spec.backend!r} loads no model "
-                                  f"(give another --{s}, or no --{s}-model)")
-            flagged[s].append(f"--{s}-model")
+                raise ConfigError(f"{flag}-model: the {s.replace('_', ' ')} backend {spec.backend!r} loads no model "
+                                  f"(give another {flag}, or no {flag}-model)")
+            flagged[s].append(f"{flag}-model")
             spec = StageSpec(spec.backend, model, spec.options)
         changes[s] = spec
+    # SAM 3 detects and segments in one model: the segmenter follows a --detector into or out of sam3
+    if (args.detector is not None and args.segmenter is None and args.segmenter_model is None
+            and (changes["detector"].backend == "sam3") != (changes["segmenter"].backend == "sam3")):
+        changes["segmenter"] = StageSpec("sam3") if changes["detector"].backend == "sam3" \
+            else PerceptionConfig().segmenter
+        flagged["segmenter"].append(f"--detector {args.detector}")
     options = {"filter": {"keep_labels": None if args.keep_labels is None else list(args.keep_labels),
                           "drop_labels": None if args.drop_labels is None else list(args.drop_labels),
                           "threshold": args.filter_threshold},
@@ -156,16 +215,23 @@ def perception_config(args: argparse.Namespace) -> Any:
                               f"(the {s} is {changes[s].backend!r})")
         flagged[s] += flags
         changes[s] = StageSpec(changes[s].backend, changes[s].model_id, {**changes[s].options, **given})
+    changes["depth"] = _depth_options(args, changes["depth"], flagged["depth"])
     if args.vocabulary is not None:
         changes["vocabulary"] = _read_vocabulary(args.vocabulary)
     vocab = changes.get("vocabulary", base.vocabulary)
-    if changes["filter"].backend == "none" and len(set(vocab)) > base.tags_per_image:
+    if (changes["filter"].backend == "none" and len(set(vocab)) > base.tags_per_image
+            and backend_flag("detector", changes["detector"].backend, "takes_prompts")):
         where = "--filter none" if args.filter == "none" else f"filter 'none' ({source})"
         raise ConfigError(
             f"{where} has no tagger, so every photo would get the whole vocabulary of {len(set(vocab))} tags as "
             f"detection prompts (at most {base.tags_per_image} per photo): give a --vocabulary file of at most "
             f"{base.tags_per_image} tags, or keep every photo with --filter clip --filter-threshold 0 (CLIP then "
             f"still picks each photo's tags)")
+    if args.score_threshold is not None and not backend_flag("detector", changes["detector"].backend, "gives_scores"):
+        name = changes["detector"].backend
+        raise ConfigError(f"--score-threshold: the {name} detector gives no scores (every box scores 1.0), so a "
+                          f"threshold would keep every box or none: leave it out, or choose --detector "
+                          f"grounding-dino, owlv2 or sam3")
     if args.assume_hfov is not None:
         changes["assumed_hfov_deg"] = None if args.assume_hfov == "none" else args.assume_hfov
     if args.low_memory:

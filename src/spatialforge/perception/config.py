@@ -4,7 +4,16 @@ A :class:`PerceptionConfig` is checked when it is made: values, and the option n
 registered backend (an option a backend does not declare is a :class:`ConfigError` naming it,
 the stage, the backend and the known options). :meth:`PerceptionConfig.check_backends` also
 refuses backend names that are not registered (a config file or the command line may only name
-registered ones; from Python, any object can be injected as a stage).
+registered ones; from Python, any object can be injected as a stage). The default detector,
+``florence2-regions``, takes no prompts and gives no scores: a ``score_threshold`` is refused for it,
+and ``filter = "none"`` needs no small vocabulary then. SAM 3 detects and segments
+in one model: the ``sam3`` detector needs the ``sam3`` segmenter (its own masks) and the other way
+round, else a :class:`ConfigError`; a config file that names the ``sam3`` detector and no
+segmenter gets the ``sam3`` segmenter.
+
+:meth:`PerceptionConfig.check` also refuses a depth stage that routes by scene type (Depth Anything
+V2's default) behind filter ``none``, which decides no scene type. ``assumed_hfov_deg`` is None by
+default: no field of view is assumed unless asked for (the ``focal_estimator`` stage estimates it).
 
 :meth:`PerceptionConfig.stage_spec` gives what each stage really runs with: the caption embedder
 inherits the filter's CLIP model id unless it names its own, and ``score_threshold`` reaches the
@@ -30,6 +39,7 @@ from spatialforge.perception.backends import (
     BACKENDS,
     DEFAULT_MODELS,
     NO_MODEL_BACKENDS,
+    backend_flag,
     backend_options,
     check_stage,
     tuning_options,
@@ -41,11 +51,11 @@ from spatialforge.perception.vocabulary import DEFAULT_VOCABULARY
 __all__ = ["DETECTOR_THRESHOLD", "STAGES", "PerceptionConfig", "StageSpec", "describe_changes",
            "load_perception_config"]
 
-STAGES = ("filter", "embedder", "detector", "captioner", "segmenter", "depth")
+STAGES = ("filter", "embedder", "detector", "captioner", "segmenter", "depth", "focal_estimator")
 
 #: The options through which ``PerceptionConfig.score_threshold`` reaches each detector (its own options win).
 DETECTOR_THRESHOLD: dict[str, tuple[str, ...]] = {"grounding-dino": ("box_threshold", "text_threshold"),
-                                                  "owlv2": ("score_threshold",)}
+                                                  "owlv2": ("score_threshold",), "sam3": ("score_threshold",)}
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,11 @@ class StageSpec:
 class PerceptionConfig:
     filter: StageSpec = StageSpec("clip")
     embedder: StageSpec = StageSpec("clip")
-    detector: StageSpec = StageSpec("grounding-dino")
+    detector: StageSpec = StageSpec("florence2-regions")  # the captioner's Florence-2: see stage_spec
     captioner: StageSpec = StageSpec("florence2")
     segmenter: StageSpec = StageSpec("sam2")
     depth: StageSpec = StageSpec("depth-anything-v2")
+    focal_estimator: StageSpec = StageSpec("depth-pro")  # photos without a focal length: Depth Pro's FOV head
     device: str = "auto"
     dtype: str = "float32"
     low_memory: bool = False
@@ -102,7 +113,7 @@ class PerceptionConfig:
     caption_similarity: float = 0.92
     ambiguity: str = "group"  # "group": hand near-duplicates to the QA disambiguation; "drop": drop them
     focal_length_px: float | None = None
-    assumed_hfov_deg: float | None = 60.0
+    assumed_hfov_deg: float | None = None  # None: never assume a field of view (estimate it, or fail the photo)
     limits: ImageLimits = field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
@@ -131,15 +142,47 @@ class PerceptionConfig:
                     check_stage(kind, spec.backend, spec.options, spec.model_id)
                 except ConfigError as exc:
                     raise ConfigError(f"[{kind}]: {exc}") from None
+        self._check_sam3()
         object.__setattr__(self, "vocabulary", tuple(dict.fromkeys(self.vocabulary)))  # repeats count once
         if not self.vocabulary:
             raise ConfigError("the tag vocabulary is empty")
-        if self.filter.backend == "none" and len(self.vocabulary) > self.tags_per_image:
+        self._check_detector()
+        if (self.filter.backend == "none" and len(self.vocabulary) > self.tags_per_image
+                and backend_flag("detector", self.detector.backend, "takes_prompts")):
             raise ConfigError(
                 f"filter 'none' has no tagger, so every photo would be sent to the detector with the whole "
                 f"vocabulary ({count(len(self.vocabulary), 'tag')}, more than tags_per_image {self.tags_per_image}): "
                 f"give a vocabulary of at most {self.tags_per_image} tags, or keep every photo with the CLIP "
                 f"filter and threshold 0, which still picks each photo's tags")
+
+    def _check_detector(self) -> None:
+        """A detector that gives no scores (``florence2-regions``: every box scores 1.0) takes no score
+        threshold; one whose boxes have no names (its ``<REGION_PROPOSAL>`` task) needs a captioner that
+        names them (not ``label``, which would call every object "object")."""
+        name = self.detector.backend
+        if self.score_threshold is not None and not backend_flag("detector", name, "gives_scores"):
+            raise ConfigError(f"score_threshold: the {name} detector gives no scores (every box scores 1.0), so a "
+                              f"score threshold would keep every box or none; leave it unset, or choose a detector "
+                              f"that scores its boxes (grounding-dino, owlv2, sam3)")
+        if (name == "florence2-regions" and self.detector.options.get("task") == "<REGION_PROPOSAL>"
+                and self.captioner.backend == "label"):
+            raise ConfigError("[captioner]: the florence2-regions detector's <REGION_PROPOSAL> boxes have no names, "
+                              "so the label captioner would call every object 'object': use the florence2 captioner, "
+                              "or the <DENSE_REGION_CAPTION> or <OD> task")
+
+    def _check_sam3(self) -> None:
+        """SAM 3 detects and segments in one model: the ``sam3`` detector goes with the ``sam3`` segmenter
+        (its masks; no second segmentation model), and that segmenter with that detector only."""
+        detector, segmenter = self.detector.backend, self.segmenter.backend
+        if detector == "sam3" and segmenter != "sam3":
+            raise ConfigError(f"[segmenter]: the sam3 detector segments what it finds, so the segmenter must be "
+                              f"'sam3' (its masks; no second segmentation model loads), got {segmenter!r}")
+        if segmenter == "sam3" and detector != "sam3":
+            raise ConfigError(f"[segmenter]: the sam3 segmenter uses the sam3 detector's masks, but the detector is "
+                              f"{detector!r}: make the detector 'sam3' too, or choose another segmenter")
+        if segmenter == "sam3" and self.segmenter.model_id is not None:
+            raise ConfigError(f"[segmenter]: the sam3 segmenter loads no model of its own (its masks come from the "
+                              f"sam3 detector's model): give the model id {self.segmenter.model_id!r} to the detector")
 
     def check_backends(self) -> None:
         """``ConfigError`` unless every stage names a registered backend (option names are checked already)."""
@@ -164,11 +207,17 @@ class PerceptionConfig:
         from spatialforge.perception.backends import build_stage
 
         self.check_backends()
+        built = {}
         for kind in STAGES:
             try:
-                build_stage(kind, self.stage_spec(kind).backend, **self.stage_kwargs(kind))
+                built[kind] = build_stage(kind, self.stage_spec(kind).backend, **self.stage_kwargs(kind))
             except ConfigError as exc:
                 raise ConfigError(f"[{kind}]: {exc}") from None
+        if self.filter.backend == "none" and getattr(built["depth"], "routes_by_scene", False):
+            raise ConfigError(f"[filter]: filter 'none' decides no scene type, but the {self.depth.backend} depth "
+                              f"routes each photo to its indoor or outdoor checkpoint by the filter's decision: "
+                              f"choose one for every photo (depth option scene = 'indoor' or 'outdoor', "
+                              f"--depth-scene), or give one --depth-model, or keep the CLIP filter")
 
     # ------------------------------------------------------------------ what runs
     def stage_spec(self, kind: str) -> StageSpec:
@@ -179,7 +228,11 @@ class PerceptionConfig:
         * ``detector``: ``score_threshold``, when set, becomes the detector's threshold options
           (:data:`DETECTOR_THRESHOLD`: Grounding DINO's box *and* text threshold, so a low score
           threshold is not cut at the text threshold's default 0.25), unless the detector's own
-          options set them.
+          options set them; a ``florence2-regions`` detector without a model id of its own uses the
+          ``florence2`` captioner's model (one model then serves both and loads once; ``--captioner-model
+          X`` alone is used for both);
+        * ``segmenter``: the ``sam3`` segmenter (the ``sam3`` detector's masks) carries the
+          detector's model id, which is the model its masks come from.
         """
         if kind not in STAGES:
             raise ConfigError(f"unknown stage {kind!r} (known: {', '.join(STAGES)})")
@@ -187,6 +240,11 @@ class PerceptionConfig:
         if (kind == "embedder" and spec.backend == "clip" and spec.model_id is None
                 and self.filter.backend == "clip"):
             return StageSpec(spec.backend, self.filter.model_id, dict(spec.options))
+        if kind == "segmenter" and spec.backend == "sam3":  # the sam3 detector's masks: its model (provenance)
+            return StageSpec(spec.backend, self.detector.model_id, dict(spec.options))
+        if (kind == "detector" and spec.backend == "florence2-regions" and spec.model_id is None
+                and self.captioner.backend == "florence2"):
+            return StageSpec(spec.backend, self.captioner.model_id, dict(spec.options))
         if kind == "detector" and self.score_threshold is not None and spec.backend in DETECTOR_THRESHOLD:
             defaults = {name: self.score_threshold for name in DETECTOR_THRESHOLD[spec.backend]}
             return StageSpec(spec.backend, spec.model_id, {**defaults, **spec.options})
@@ -198,7 +256,8 @@ class PerceptionConfig:
         Per stage: the backend, the model id (the backend's default when none is given) and every
         option the backend declares (its default when not given), except the options that change
         speed or memory only (batch sizes). Not included: ``device``, ``batch_size`` and
-        ``low_memory``.
+        ``low_memory``, nor the tag ``vocabulary`` and ``tags_per_image`` when the detector takes no
+        prompts (``florence2-regions``: no photo is tagged).
         """
         stages: dict[str, Any] = {}
         for kind in STAGES:
@@ -217,6 +276,8 @@ class PerceptionConfig:
             if f.name not in settings and f.name not in STAGES and f.name not in ("device", "batch_size",
                                                                                    "low_memory"):
                 settings[f.name] = getattr(self, f.name)
+        if not backend_flag("detector", self.detector.backend, "takes_prompts"):
+            del settings["vocabulary"], settings["tags_per_image"]
         return json.loads(json.dumps(settings, sort_keys=True, default=list))  # tuples -> lists
 
     def fingerprint(self) -> str:
@@ -257,6 +318,8 @@ class PerceptionConfig:
             else:
                 kwargs[key] = coerce_value(value, types[key], key) if isinstance(value, (str, int, float, bool)) \
                     else value
+        if "segmenter" not in kwargs and "detector" in kwargs and kwargs["detector"].backend == "sam3":
+            kwargs["segmenter"] = StageSpec("sam3")  # SAM 3 segments what it detects
         try:
             config = cls(**kwargs)
             config.check()

@@ -1,4 +1,4 @@
-"""Pinhole intrinsics of a photo: from a field of view, a focal length, EXIF, or an assumption.
+"""Pinhole intrinsics of a photo: from a focal length, EXIF, an estimate, or an assumption asked for.
 
 Conventions (``docs/conventions.md``): square pixels, pixel centres at integer coordinates, so the
 image spans ``[-0.5, W - 0.5] x [-0.5, H - 0.5]`` and its centre -- the principal point assumed
@@ -33,8 +33,22 @@ displayed image) and when ``oriented_size`` is a resized copy (the focal is scal
 
 Precedence
 ----------
-:func:`resolve_intrinsics` takes the first available of: the user's focal length, the EXIF focal
-length, the depth model's focal length (else its horizontal FOV), an assumed horizontal FOV.
+:func:`resolve_intrinsics` takes the first available of, with the source it records
+(``intrinsics_source`` in each photo's provenance):
+
+1. the user's focal length (``--focal-length``): ``"user"``;
+2. the EXIF focal length: ``"exif"``;
+3. an estimate from the image alone: the depth model's own field of view (Depth Pro as the depth
+   backend) or the focal estimator's (Depth Pro's field-of-view head): ``"estimated:<how>"``, e.g.
+   ``"estimated:depth-pro"``;
+4. a horizontal field of view the user asked to assume (``--assume-hfov 60``):
+   ``"assumed:hfov_60"``;
+5. nothing: :class:`~spatialforge.errors.SceneError` with reason ``"no_intrinsics"`` (the photo is
+   recorded as failed). A field of view is never assumed unless asked for.
+
+(The photo pipeline runs the focal estimator only for photos that reach step 3 without an
+estimate and only when no field of view is to be assumed, so an assumed FOV replaces the
+estimator; a depth model's own estimate still wins over it, because its depth was scaled with it.)
 """
 
 from __future__ import annotations
@@ -200,34 +214,37 @@ def exif_focal_length_px(pil_image: Any, oriented_size: tuple[int, int] | None =
 
 # ----------------------------------------------------------------------------- precedence
 def resolve_intrinsics(width: int, height: int, *, user_focal_px: float | None = None,
-                       exif_focal_px: float | None = None, model_hfov_deg: float | None = None,
-                       model_focal_px: float | None = None, assumed_hfov_deg: float = 60.0,
-                       allow_assumed: bool = True) -> tuple[CameraIntrinsics, str]:
+                       exif_focal_px: float | None = None, estimated_focal_px: float | None = None,
+                       estimated_hfov_deg: float | None = None, estimated_by: str | None = None,
+                       assumed_hfov_deg: float | None = None) -> tuple[CameraIntrinsics, str]:
     """The intrinsics of a ``width`` x ``height`` image from the best available source, and that source.
 
-    Precedence: ``user_focal_px`` ("user") > ``exif_focal_px`` ("exif") > the depth model's
-    ``model_focal_px``, else its ``model_hfov_deg`` ("model") > ``assumed_hfov_deg`` (source
-    ``"assumed_hfov_<deg>"``, e.g. ``"assumed_hfov_60"``), the last only when ``allow_assumed``.
-    All focal lengths are in pixels of this image; square pixels, principal point at the centre.
+    Precedence: ``user_focal_px`` ("user") > ``exif_focal_px`` ("exif") > an estimate,
+    ``estimated_focal_px`` else ``estimated_hfov_deg`` (``"estimated:<estimated_by>"``) >
+    ``assumed_hfov_deg`` (``"assumed:hfov_<deg>"``, e.g. ``"assumed:hfov_60"``). All focal lengths
+    are in pixels of this image; square pixels, principal point at the centre.
 
     Raises:
-        ConfigError: an invalid user focal length or assumed FOV.
-        ValueError: an invalid EXIF or model value (a bad model output, reported per image).
+        ConfigError: an invalid user focal length or assumed FOV, or an estimate without ``estimated_by``.
+        ValueError: an invalid EXIF or estimated value (a bad model output, reported per image).
         SceneError: (a :class:`~spatialforge.errors.SpatialForgeError`, reason ``"no_intrinsics"``)
-            no source is available and an assumed field of view is not allowed.
+            no source is available: no focal length, no estimate and no FOV to assume.
     """
     w, h = _size(width, height)
     if user_focal_px is not None:
         return intrinsics_from_focal(w, h, _positive(user_focal_px, "user focal length (px)", ConfigError)), "user"
     if exif_focal_px is not None:
         return intrinsics_from_focal(w, h, _positive(exif_focal_px, "EXIF focal length (px)")), "exif"
-    if model_focal_px is not None:
-        return intrinsics_from_focal(w, h, _positive(model_focal_px, "model focal length (px)")), "model"
-    if model_hfov_deg is not None:
-        return intrinsics_from_hfov(w, h, _hfov(model_hfov_deg, "model horizontal FOV")), "model"
+    if estimated_focal_px is not None or estimated_hfov_deg is not None:
+        if not isinstance(estimated_by, str) or not estimated_by:
+            raise ConfigError("an estimated focal length or FOV needs estimated_by (what estimated it)")
+        source = f"estimated:{estimated_by}"
+        if estimated_focal_px is not None:
+            return intrinsics_from_focal(w, h, _positive(estimated_focal_px, "estimated focal length (px)")), source
+        return intrinsics_from_hfov(w, h, _hfov(estimated_hfov_deg, "estimated horizontal FOV")), source
+    if assumed_hfov_deg is None:
+        raise SceneError(f"no intrinsics for this {w}x{h} image: no focal length from the user or EXIF, no estimate "
+                         f"(no focal estimator, or it gave none), and no field of view to assume (pass "
+                         f"--focal-length, --assume-hfov, or use a focal estimator)", reason="no_intrinsics")
     assumed = _hfov(assumed_hfov_deg, "assumed_hfov_deg", ConfigError)
-    if not allow_assumed:
-        raise SceneError(f"no intrinsics for this {w}x{h} image: no user focal length, no EXIF focal length, the "
-                         f"depth model predicts no field of view, and assuming one is disabled (set an assumed "
-                         f"horizontal FOV or pass the focal length)", reason="no_intrinsics")
-    return intrinsics_from_hfov(w, h, assumed), f"assumed_hfov_{assumed:g}"
+    return intrinsics_from_hfov(w, h, assumed), f"assumed:hfov_{assumed:g}"

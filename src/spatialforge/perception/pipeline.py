@@ -12,7 +12,22 @@ The settings that change the outputs (:meth:`PerceptionConfig.output_settings`) 
 with one line naming what changed (a new ``--out``, or ``--overwrite``, starts again), so one
 folder never mixes the outputs of two configurations. In low-memory mode every model is released
 after its stage, so at most one model is resident at any time (the CLIP shared by the filter and
-the caption embedder is loaded twice per chunk).
+the caption embedder, and the Florence-2 shared by the ``florence2-regions`` detector and the
+captioner, are loaded twice per chunk). A detector with ``takes_prompts = False``
+(``florence2-regions``) gets no tags: the tagging pass is skipped and ``filter.json`` records no tags.
+
+Depth fits the photo: a depth stage that routes by scene type (``routes_by_scene``, Depth Anything
+V2's indoor and outdoor checkpoints) gets each chunk's photos grouped by the filter's scene
+decision, one call per type after ``select(type)`` (each checkpoint loads once per chunk; low
+memory releases it before the other loads). Photos with no focal length from the user or EXIF and
+none from the depth model then go to the ``focal_estimator`` stage (Depth Pro's FOV head by
+default), unless the config assumes a field of view; a photo left with no intrinsics fails with
+reason ``no_intrinsics``. A pipeline built without a ``focal_estimator`` stage gets the config's
+(built only; it loads when a photo needs it).
+
+A segmenter stage with ``from_detector = True`` (``sam3``) takes its masks from the detector
+(``detect_and_segment``, SAM 3): the detector finds boxes and masks in one model, the detection
+filters keep some, and the segmenter stage resizes the kept ones' masks (no second model loads).
 
 Output per kept image: ``OUT/scenes/<image_id>/`` with ``image.png``, ``depth.npy``,
 ``instances.png``, ``camera.json``, ``objects.json`` (the RGB-D scene format, so geometry and QA
@@ -48,7 +63,7 @@ from spatialforge.perception.types import Detections, ImageItem
 
 __all__ = ["CONFIG_RECORD", "DETECTOR_THRESHOLD", "STAGE_ORDER", "PerceptionPipeline"]
 
-STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "embedder")
+STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "focal_estimator", "embedder")
 CONFIG_RECORD = ("perception", "config.json")  # OUT/perception/config.json: the settings the records were made with
 
 
@@ -65,9 +80,19 @@ class PerceptionPipeline:
     """Runs the perception stages over images and writes scene folders. Stages are injected."""
 
     def __init__(self, config: PerceptionConfig, stages: dict[str, Any]) -> None:
+        if "focal_estimator" not in stages:  # not injected: the config's (it loads only when a photo needs it)
+            from spatialforge.perception.backends import build_stage
+
+            stages = {**stages, "focal_estimator": build_stage("focal_estimator", config.focal_estimator.backend,
+                                                               **config.stage_kwargs("focal_estimator"))}
         missing = [s for s in STAGE_ORDER if s not in stages]
         if missing:
             raise SpatialForgeError(f"perception pipeline: missing stage(s) {', '.join(missing)}")
+        detector, segmenter = stages["detector"], stages["segmenter"]
+        if getattr(segmenter, "from_detector", False) and not callable(getattr(detector, "detect_and_segment", None)):
+            raise SpatialForgeError(f"perception pipeline: the {getattr(segmenter, 'name', '?')} segmenter uses the "
+                                    f"detector's masks, but the {getattr(detector, 'name', '?')} detector finds none "
+                                    f"(it has no detect_and_segment)")
         self.config = config
         self.stages = stages
         self.timings: dict[str, float] = {s: 0.0 for s in STAGE_ORDER}
@@ -79,7 +104,9 @@ class PerceptionPipeline:
         """Build every stage from the registry (nothing is loaded until first use).
 
         Each stage gets :meth:`PerceptionConfig.stage_spec`; a CLIP embedder with the filter's model
-        id (its own or inherited) and no other text batch size is the filter's CLIP stage itself.
+        id (its own or inherited) and no other text batch size is the filter's CLIP stage itself; a
+        ``florence2`` captioner of the ``florence2-regions`` detector's checkpoint uses the detector's
+        model and image features (:func:`~spatialforge.perception.backends.florence2.share_model`).
         """
         from spatialforge.perception.backends import build_stage
 
@@ -97,6 +124,9 @@ class PerceptionPipeline:
                 stages[kind] = build_stage(kind, spec.backend, **config.stage_kwargs(kind))
             except ConfigError as exc:
                 raise ConfigError(f"[{kind}]: {exc}") from None
+        from spatialforge.perception.backends.florence2 import share_model
+
+        share_model(stages["detector"], stages["captioner"])  # one Florence-2 for the regions and their captions
         return cls(config, stages)
 
     # ------------------------------------------------------------------ stage execution
@@ -191,21 +221,27 @@ class PerceptionPipeline:
             if not d.keep:
                 filtered[it.image_id] = {"source": it.source, "decision": d.to_dict()}
 
-        tag_pairs = self._isolated(
-            "filter", alive, lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
-            failed, counted=False)
-        tags = {it.image_id: t for it, t in tag_pairs}
-        alive = [it for it in alive if it.image_id in tags]
+        if getattr(st["detector"], "takes_prompts", True):
+            tag_pairs = self._isolated(
+                "filter", alive, lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
+                failed, counted=False)
+            tags = {it.image_id: t for it, t in tag_pairs}
+            alive = [it for it in alive if it.image_id in tags]
+        else:  # a class-agnostic detector (florence2-regions) takes no prompts: no tagging pass
+            tags = {it.image_id: [] for it in alive}
         self._release("filter")  # also when it is the embedder's CLIP: it loads again for the captions
 
+        joint = getattr(st["segmenter"], "from_detector", False)  # SAM 3: the detector's own masks
+        detect = st["detector"].detect_and_segment if joint else st["detector"]
         det_pairs = self._isolated(
-            "detector", alive, lambda b: st["detector"]([i.image for i in b], [tags[i.image_id] for i in b]), failed)
+            "detector", alive, lambda b: detect([i.image for i in b], [tags[i.image_id] for i in b]), failed)
         dets: dict[str, Detections] = {}
+        found: dict[str, Any] = {}  # joint: the kept detections with their masks, for the segmenter stage
         for it, raw in det_pairs:
             w, h = it.size
-            d = filter_detections(raw, w, h, score_threshold=cfg.score_threshold or 0.0,
-                                  iou_threshold=cfg.iou_threshold, min_area_frac=cfg.min_area_frac,
-                                  max_area_frac=cfg.max_area_frac, max_detections=cfg.max_objects)
+            d, kept = self._filtered(raw.detections if joint else raw, w, h)
+            if joint:
+                found[it.image_id] = raw.select(kept)
             if len(d) == 0:
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
                                                   f"{it.source}: no object passed the detection filters "
@@ -232,7 +268,9 @@ class PerceptionPipeline:
         self._release("captioner")
 
         seg_pairs = self._isolated("segmenter", alive,
-                                   lambda b: st["segmenter"]([i.image for i in b], [dets[i.image_id].boxes for i in b]),
+                                   lambda b: st["segmenter"]([i.image for i in b],
+                                                             [found[i.image_id] if joint else dets[i.image_id].boxes
+                                                              for i in b]),
                                    failed)
         instances: dict[str, np.ndarray] = {}
         for it, maskset in seg_pairs:
@@ -258,13 +296,31 @@ class PerceptionPipeline:
         self._release("segmenter")
 
         # a focal length the user gave or EXIF holds makes the depth metric for that camera (Depth Pro rescales)
-        depth_pairs = self._isolated(
-            "depth", alive,
-            lambda b: st["depth"]([i.image for i in b],
-                                  focal_lengths_px=[i.focal_length_px if i.focal_source in ("user", "exif") else None
-                                                    for i in b]),
-            failed)
-        self._release("depth")
+        def depth_call(b: list[ImageItem]) -> list[Any]:
+            return st["depth"]([i.image for i in b],
+                               focal_lengths_px=[i.focal_length_px if i.focal_source in ("user", "exif") else None
+                                                 for i in b])
+
+        # a depth stage that routes by scene type gets each type's photos together: each checkpoint loads once
+        # per chunk, and in low-memory mode only one is resident (released between the groups)
+        depth_pairs: list[tuple[ImageItem, Any]] = []
+        for scene_type, group in self._scene_groups(alive, decisions).items():
+            if scene_type is not None:
+                st["depth"].select(scene_type)
+            depth_pairs += self._isolated("depth", group, depth_call, failed)
+            self._release("depth")
+        order = {it.image_id: k for k, it in enumerate(alive)}
+        depth_pairs.sort(key=lambda pair: order[pair[0].image_id])
+
+        # no focal length from the user or EXIF and none from the depth model: the focal estimator, unless the
+        # user asked to assume a field of view (then nothing is estimated)
+        need = {it.image_id for it, pred in depth_pairs if it.focal_source not in ("user", "exif")
+                and pred.focal_length_px is None and pred.hfov_deg is None} if cfg.assumed_hfov_deg is None else set()
+        est_pairs = self._isolated("focal_estimator", [it for it, _ in depth_pairs if it.image_id in need],
+                                   lambda b: st["focal_estimator"]([i.image for i in b]), failed)
+        estimates = {it.image_id: e for it, e in est_pairs}
+        self._release("focal_estimator")
+        depth_pairs = [(it, pred) for it, pred in depth_pairs if it.image_id not in need or it.image_id in estimates]
 
         scenes: list[tuple[RGBDScene, dict[str, Any]]] = []
         emb_pairs = self._isolated("embedder", [it for it, _ in depth_pairs],
@@ -277,7 +333,8 @@ class PerceptionPipeline:
                 continue
             try:
                 scenes.append(self._scene(it, pred, dets[it.image_id], instances[it.image_id],
-                                          embeddings[it.image_id], decisions.get(it.image_id), tags.get(it.image_id)))
+                                          embeddings[it.image_id], decisions.get(it.image_id), tags.get(it.image_id),
+                                          estimates.get(it.image_id)))
             except SceneError as exc:
                 failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", exc.reason, str(exc))
             except ValueError as exc:
@@ -285,18 +342,59 @@ class PerceptionPipeline:
                                                   f"{it.source}: {exc}")
         return scenes, failed, filtered
 
+    def _filtered(self, raw: Detections, width: int, height: int) -> tuple[Detections, np.ndarray]:
+        """``raw`` after the detection filters (:func:`filter_detections`), and where each kept one is in ``raw``."""
+        cfg = self.config
+        tagged = Detections(raw.boxes, raw.scores, tuple(str(i) for i in range(len(raw))))  # labels carry the index
+        kept = filter_detections(tagged, width, height, score_threshold=cfg.score_threshold or 0.0,
+                                 iou_threshold=cfg.iou_threshold, min_area_frac=cfg.min_area_frac,
+                                 max_area_frac=cfg.max_area_frac, max_detections=cfg.max_objects)
+        index = np.array([int(t) for t in kept.labels], dtype=np.int64)
+        captions = None if raw.captions is None else tuple(raw.captions[i] for i in index)
+        return Detections(kept.boxes, kept.scores, tuple(raw.labels[i] for i in index), captions), index
+
+    def _scene_groups(self, items: list[ImageItem], decisions: dict[str, Any]) -> dict[str | None, list[ImageItem]]:
+        """The photos per scene type for a depth stage that routes by it (``routes_by_scene``), else one group.
+
+        A routing depth stage needs every photo's scene type from the filter; a filter that decides
+        none stops the run (:class:`SpatialForgeError`, one line): it is a configuration problem.
+        """
+        depth = self.stages["depth"]
+        if not getattr(depth, "routes_by_scene", False):
+            return {None: items}
+        groups: dict[str | None, list[ImageItem]] = {s: [] for s in depth.scene_types}
+        for it in items:
+            scene_type = getattr(decisions.get(it.image_id), "scene", None)
+            if scene_type not in groups:
+                raise SpatialForgeError(
+                    f"{it.source}: the {getattr(depth, 'name', '?')} depth routes each photo by the filter's scene "
+                    f"type ({', '.join(str(s) for s in groups)}), but the "
+                    f"{getattr(self.stages['filter'], 'name', '?')} filter decided {scene_type!r}: set the depth "
+                    f"option scene to one type for every photo, or use the CLIP filter")
+            groups[scene_type].append(it)
+        return {s: g for s, g in groups.items() if g}
+
     def _scene(self, it: ImageItem, pred: Any, det: Detections, inst: np.ndarray, emb: np.ndarray,
-               decision: Any, tags: list[str] | None) -> tuple[RGBDScene, dict[str, Any]]:
+               decision: Any, tags: list[str] | None, estimate: Any = None) -> tuple[RGBDScene, dict[str, Any]]:
         cfg = self.config
         w, h = it.size
         if pred.depth.shape != (h, w):
             raise ValueError(f"depth model returned {pred.depth.shape[1]}x{pred.depth.shape[0]} for a {w}x{h} image")
-        intr, source = resolve_intrinsics(
-            w, h,
-            user_focal_px=it.focal_length_px if it.focal_source == "user" else None,
-            exif_focal_px=it.focal_length_px if it.focal_source == "exif" else None,
-            model_hfov_deg=pred.hfov_deg, model_focal_px=pred.focal_length_px,
-            assumed_hfov_deg=cfg.assumed_hfov_deg or 60.0, allow_assumed=cfg.assumed_hfov_deg is not None)
+        if pred.focal_length_px is not None or pred.hfov_deg is not None:  # the depth model's own (Depth Pro)
+            est, est_by, est_model = pred, getattr(self.stages["depth"], "name", "depth"), pred.model
+        else:  # the focal estimator's, if it ran
+            est = estimate
+            est_by, est_model = (None, None) if estimate is None else (estimate.method, estimate.model)
+        try:
+            intr, source = resolve_intrinsics(
+                w, h,
+                user_focal_px=it.focal_length_px if it.focal_source == "user" else None,
+                exif_focal_px=it.focal_length_px if it.focal_source == "exif" else None,
+                estimated_focal_px=None if est is None else est.focal_length_px,
+                estimated_hfov_deg=None if est is None else est.hfov_deg, estimated_by=est_by,
+                assumed_hfov_deg=cfg.assumed_hfov_deg)
+        except SceneError as exc:
+            raise SceneError(f"{it.source}: {exc}", reason=exc.reason) from None
         captions = list(det.captions or det.labels)
         # handed to the QA engine: the CLIP groups (it applies its own caption rules on top)
         similar = near_duplicate_groups(emb, cfg.caption_similarity)
@@ -317,10 +415,14 @@ class PerceptionPipeline:
         provenance = {
             "source": "perception", "image": it.source, "image_meta": it.meta,
             "depth_model": pred.model, "depth_backend": getattr(self.stages["depth"], "name", "?"),
-            "intrinsics_source": source, "hfov_deg": round(intr.hfov_deg, 3),
+            "depth_max_range_m": getattr(pred, "max_range_m", None), "depth_info": dict(getattr(pred, "info", {})),
+            "scene_type": getattr(decision, "scene", None), "scene_scores": getattr(decision, "scene_scores", None),
+            "intrinsics_source": source, "intrinsics_model": est_model if source.startswith("estimated:") else None,
+            "hfov_deg": round(intr.hfov_deg, 3), "focal_length_px": round(intr.fx, 3),
             "models": {k: {"backend": getattr(s, "name", "?"), "model_id": getattr(s, "model_id", "?")}
                        for k, s in self.stages.items()},
         }
+        provenance["models"]["depth"]["model_id"] = pred.model  # the checkpoint that made this photo's depth
         scene = RGBDScene(scene_id=it.image_id, image=it.image, depth=pred.depth, instances=inst, intrinsics=intr,
                           objects=tuple(objects), provenance=provenance)
         extras = {
@@ -442,6 +544,8 @@ class PerceptionPipeline:
                             "seconds": round(t, 4), "images_per_s": round(n / t, 3) if t > 0 else None,
                             "peak_gpu_memory_mb": None if self.peak_memory_mb[s] is None
                             else round(self.peak_memory_mb[s], 1)}
+            if isinstance(getattr(self.stages[s], "checkpoints", None), dict):  # routed by scene type
+                per_stage[s]["checkpoints"] = dict(self.stages[s].checkpoints)
         report = {
             "config": self.config.to_dict(),
             "images": len(records),

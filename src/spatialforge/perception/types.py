@@ -9,7 +9,10 @@ import numpy as np
 
 from spatialforge.perception.checks import count
 
-__all__ = ["DepthPrediction", "Detections", "FilterDecision", "ImageItem", "MaskSet"]
+__all__ = ["SCENE_TYPES", "DepthPrediction", "Detections", "FilterDecision", "FocalEstimate", "ImageItem", "MaskSet"]
+
+#: The scene types a filter may decide and a depth stage may route by.
+SCENE_TYPES = ("indoor", "outdoor")
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,16 +41,32 @@ class ImageItem:
 
 @dataclass(frozen=True)
 class FilterDecision:
-    """Whether an image is kept for spatial QA, with the zero-shot scores behind the decision."""
+    """Whether an image is kept for spatial QA, with the zero-shot scores behind the decision.
+
+    ``scene`` is the photo's scene type (``"indoor"`` or ``"outdoor"``) when the filter decides it
+    (the CLIP filter does; ``None`` otherwise), with the probabilities behind it in ``scene_scores``:
+    the depth stage routes by it (Depth Anything V2's indoor and outdoor checkpoints).
+    """
 
     keep: bool
     label: str
     scores: dict[str, float]
     model: str
+    scene: str | None = None
+    scene_scores: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scene not in (None, *SCENE_TYPES):
+            raise ValueError(f"FilterDecision: scene must be one of {', '.join(SCENE_TYPES)} or None, "
+                             f"got {self.scene!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": self.keep, "label": self.label, "model": self.model,
-                "scores": {k: round(float(v), 5) for k, v in self.scores.items()}}
+        out = {"keep": self.keep, "label": self.label, "model": self.model,
+               "scores": {k: round(float(v), 5) for k, v in self.scores.items()}}
+        if self.scene is not None:
+            out["scene"] = self.scene
+            out["scene_scores"] = {k: round(float(v), 5) for k, v in (self.scene_scores or {}).items()}
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,15 +139,45 @@ class MaskSet:
 
 @dataclass(frozen=True, eq=False)
 class DepthPrediction:
-    """Metric z-depth (metres, at the input image's size) and, when the model predicts it, the FOV."""
+    """Metric z-depth (metres, at the input image's size) and, when the model predicts it, the FOV.
+
+    ``max_range_m``: the model's maximum range, at and near which depth was made invalid (sky, far
+    background; None: no cap applied). ``info``: what else the backend records per photo (plain JSON
+    values: the scene type or head it used, the fraction of pixels beyond range), copied into the
+    photo's provenance.
+    """
 
     depth: np.ndarray  # (H, W) float32 metres, 0 = invalid
     model: str
     hfov_deg: float | None = None  # horizontal field of view predicted by the model (Depth Pro)
     focal_length_px: float | None = None  # focal length predicted by the model, in pixels of the input
+    max_range_m: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         d = np.asarray(self.depth, dtype=np.float32)
         if d.ndim != 2:
             raise ValueError(f"DepthPrediction: depth must be (H, W), got {d.shape}")
         object.__setattr__(self, "depth", np.where(np.isfinite(d) & (d > 0), d, np.float32(0)).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class FocalEstimate:
+    """A focal length estimated from the image alone (no EXIF, no user value): its horizontal FOV and focal.
+
+    ``method`` names how (``"depth-pro"``: Depth Pro's field-of-view head), recorded as the photo's
+    ``intrinsics_source`` ``"estimated:<method>"``; ``model`` is the checkpoint.
+    """
+
+    hfov_deg: float
+    focal_length_px: float
+    method: str
+    model: str
+
+    def __post_init__(self) -> None:
+        for name in ("hfov_deg", "focal_length_px"):
+            value = float(getattr(self, name))
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"FocalEstimate: {name} must be a finite number > 0, got {value}")
+        if not self.hfov_deg < 180.0:
+            raise ValueError(f"FocalEstimate: hfov_deg must be below 180 degrees, got {self.hfov_deg}")

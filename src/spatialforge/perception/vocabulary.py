@@ -1,32 +1,20 @@
-"""Default tag vocabulary: prompts for open-vocabulary detection (CLIP picks the top-k per image).
+"""The tag vocabulary of tag-then-detect: the names CLIP ranks per photo to prompt a detector.
 
-Every tag appears once (a perception config also drops repeats of a vocabulary it is given).
+Only a prompted detector (``grounding-dino``, ``owlv2``) uses it: the CLIP tagger picks each photo's
+``tags_per_image`` best-matching names (scored on the whole photo, see
+:meth:`~spatialforge.perception.backends.clip.ClipFilter.tags`) and the detector looks for those.
+The default detector, ``florence2-regions``, proposes regions without prompts and uses none.
+
+:data:`DEFAULT_VOCABULARY` is the 1,203 LVIS v1 category names made readable
+(:data:`~spatialforge.perception.lvis_vocabulary.LVIS_VOCABULARY`, CC BY 4.0 data; the attribution
+and the changes are in that module), so the open world is covered by a large-vocabulary benchmark's
+classes rather than a hand-picked indoor list. ``--vocabulary FILE`` (one name per line) or a
+config's ``vocabulary`` list replaces it. Every name appears once (a perception config also drops
+repeats of a vocabulary it is given).
 """
 
-DEFAULT_VOCABULARY: tuple[str, ...] = (
-    # furniture
-    "chair", "armchair", "sofa", "table", "dining table", "coffee table", "desk", "bed", "bench", "stool",
-    "shelf", "bookshelf", "cabinet", "wardrobe", "dresser", "drawer", "nightstand", "tv stand",
-    # household
-    "lamp", "floor lamp", "television", "monitor", "laptop", "keyboard", "computer mouse", "speaker",
-    "telephone", "clock", "mirror", "picture frame", "painting", "vase", "plant", "potted plant", "flower",
-    "pillow", "cushion", "blanket", "rug", "curtain", "book", "box", "basket", "bag", "backpack", "suitcase",
-    "trash can", "bucket", "towel", "toy", "teddy bear", "candle", "fan", "heater",
-    # kitchen and tableware
-    "cup", "mug", "glass", "bottle", "wine glass", "bowl", "plate", "pot", "pan", "kettle", "teapot", "jar",
-    "can", "fork", "knife", "spoon", "cutting board", "microwave", "oven", "refrigerator", "sink", "toaster",
-    "coffee maker", "blender", "dish rack",
-    # food
-    "apple", "banana", "orange", "bread", "cake", "pizza", "sandwich", "carrot", "broccoli",
-    # bathroom
-    "toilet", "bathtub", "shower", "toothbrush", "soap dispenser",
-    # office and tools
-    "pen", "pencil", "scissors", "stapler", "printer", "calculator", "notebook", "folder", "hammer",
-    "screwdriver", "wrench", "drill", "tape measure",
-    # structure
-    "door", "window", "stairs", "fireplace", "radiator", "column",
-    # outdoor
-    "car", "truck", "bus", "bicycle", "motorcycle", "scooter", "person", "dog", "cat", "bird", "horse",
-    "tree", "bush", "traffic light", "stop sign", "street sign", "fire hydrant", "parking meter",
-    "building", "fence", "mailbox", "umbrella", "trash bin", "pole", "cone", "ball", "skateboard",
-)
+from spatialforge.perception.lvis_vocabulary import LVIS_VOCABULARY
+
+__all__ = ["DEFAULT_VOCABULARY", "LVIS_VOCABULARY"]
+
+DEFAULT_VOCABULARY: tuple[str, ...] = LVIS_VOCABULARY

@@ -12,8 +12,8 @@ from typing import Any
 
 from spatialforge.errors import ConfigError
 
-__all__ = ["BACKENDS", "DEFAULT_MODELS", "NO_MODEL_BACKENDS", "backend_class", "backend_options", "build_stage",
-           "check_stage", "tuning_options"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "NO_MODEL_BACKENDS", "backend_class", "backend_flag", "backend_options",
+           "build_stage", "check_stage", "tuning_options"]
 
 # kind -> name -> "module:Class"
 BACKENDS: dict[str, dict[str, str]] = {
@@ -26,8 +26,10 @@ BACKENDS: dict[str, dict[str, str]] = {
         "none": "spatialforge.perception.backends.stub:NoTextEmbedder",
     },
     "detector": {
+        "florence2-regions": "spatialforge.perception.backends.florence2:Florence2RegionDetector",
         "grounding-dino": "spatialforge.perception.backends.grounding_dino:GroundingDinoDetector",
         "owlv2": "spatialforge.perception.backends.owlv2:Owlv2Detector",
+        "sam3": "spatialforge.perception.backends.sam3:Sam3Detector",
     },
     "captioner": {
         "florence2": "spatialforge.perception.backends.florence2:Florence2Captioner",
@@ -37,10 +39,16 @@ BACKENDS: dict[str, dict[str, str]] = {
         "sam": "spatialforge.perception.backends.sam:SamSegmenter",
         "sam2": "spatialforge.perception.backends.sam:Sam2Segmenter",
         "box": "spatialforge.perception.backends.stub:BoxSegmenter",
+        "sam3": "spatialforge.perception.backends.sam3:Sam3Masks",  # the sam3 detector's own masks
     },
     "depth": {
         "depth-anything-v2": "spatialforge.perception.backends.depth:DepthAnythingV2Depth",
         "depth-pro": "spatialforge.perception.backends.depth:DepthProDepth",
+        "zoedepth": "spatialforge.perception.backends.depth:ZoeDepthDepth",
+    },
+    "focal_estimator": {  # a focal length for photos without one (no --focal-length, no EXIF)
+        "depth-pro": "spatialforge.perception.backends.depth:DepthProFocal",
+        "none": "spatialforge.perception.backends.depth:NoFocalEstimator",
     },
 }
 
@@ -49,10 +57,13 @@ DEFAULT_MODELS: dict[str, str] = {
     "grounding-dino": "IDEA-Research/grounding-dino-base",
     "owlv2": "google/owlv2-base-patch16-ensemble",
     "florence2": "florence-community/Florence-2-large",  # native conversion of microsoft/Florence-2-large
+    "florence2-regions": "florence-community/Florence-2-large",  # the captioner's model: one model, loaded once
     "sam": "facebook/sam-vit-huge",
     "sam2": "facebook/sam2.1-hiera-large",
-    "depth-anything-v2": "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf",
-    "depth-pro": "apple/DepthPro-hf",
+    "sam3": "facebook/sam3",
+    "depth-anything-v2": "depth-anything/Depth-Anything-V2-Metric-Indoor-Large-hf",  # and -Outdoor-, by scene type
+    "depth-pro": "apple/DepthPro-hf",  # also the focal estimator's (its field-of-view head)
+    "zoedepth": "Intel/zoedepth-nyu-kitti",
 }
 
 
@@ -76,6 +87,15 @@ def backend_options(kind: str, name: str) -> dict[str, Any]:
     from spatialforge.perception.backends.base import declared_options
 
     return declared_options(backend_class(kind, name))
+
+
+def backend_flag(kind: str, name: str, flag: str, default: bool = True) -> bool:
+    """A yes/no class attribute of a registered backend, ``default`` when it has none or is not registered:
+    e.g. a detector's ``takes_prompts`` (False: the photo pipeline sends it no tags) and ``gives_scores``
+    (False: a score threshold means nothing for it)."""
+    if name not in BACKENDS.get(kind, {}):
+        return default
+    return bool(getattr(backend_class(kind, name), flag, default))
 
 
 def tuning_options(kind: str, name: str) -> frozenset[str]:
