@@ -1,7 +1,7 @@
 """Speed of the perception stages: images per second per stage and end to end, with batching.
 
 Run: ``python benchmarks/bench_perception.py [--n 24] [--size 320x240] [--batch-sizes 1,8]
-[--device auto] [--models tiny|DIR] [--e2e default|sam3|both] [--json out.json]``.
+[--device auto] [--models tiny|DIR] [--e2e default|tag-detect|sam3|all] [--json out.json]``.
 
 ``--models tiny`` (default) builds tiny random models from configs (the test builders) in a temp
 folder: the figures then measure our plumbing (pre/post-processing, batching, mask and box work,
@@ -12,7 +12,8 @@ which is what gives the figures a user will see on a GPU.
 Each stage is timed alone on the same synthetic photos after one warm-up batch (model loading is
 not timed), for every batch size; then the whole photo -> dataset path (default backends, the
 largest batch size) is timed end to end, including writing scenes and the geometry + QA engine;
-``--e2e sam3`` times it with SAM 3 as the detector and the segmenter (``both``: the two runs).
+``--e2e tag-detect`` times CLIP tags -> Grounding DINO, ``--e2e sam3`` SAM 3 as the detector and the
+segmenter (``all``, the default: the three runs).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ STAGES = {
     "grounding-dino": ("detector", "grounding-dino", "gd"),
     "owlv2": ("detector", "owlv2", "owl"),
     "florence2 (5 regions)": ("captioner", "florence2", "florence"),
+    "florence2-regions (detector)": ("detector", "florence2-regions", "florence_regions"),
     "sam (5 boxes)": ("segmenter", "sam", "sam"),
     "sam2 (5 boxes)": ("segmenter", "sam2", "sam2"),
     "sam3 (12 phrases + 5 masks)": ("detector", "sam3", "sam3"),
@@ -58,7 +60,7 @@ STAGES = {
 HUB = {"clip": DEFAULT_MODELS["clip"], "gd": DEFAULT_MODELS["grounding-dino"], "owl": DEFAULT_MODELS["owlv2"],
        "florence": DEFAULT_MODELS["florence2"], "sam": DEFAULT_MODELS["sam"], "sam2": DEFAULT_MODELS["sam2"],
        "da": DEFAULT_MODELS["depth-anything-v2"], "dp": DEFAULT_MODELS["depth-pro"], "sam3": DEFAULT_MODELS["sam3"],
-       "zoe": DEFAULT_MODELS["zoedepth"]}
+       "zoe": DEFAULT_MODELS["zoedepth"], "florence_regions": DEFAULT_MODELS["florence2"]}
 # options a stage is timed with: SAM 3 keeps every query (up to max_instances), the worst case of its post-processing
 STAGE_OPTIONS = {"sam3 (12 phrases + 5 masks)": {"score_threshold": 0.0}}
 
@@ -68,6 +70,7 @@ def build_tiny_models(root: Path) -> dict[str, str]:
     from tests.perception.tiny_depth import build_tiny_depth_anything, build_tiny_depth_pro
     from tests.perception.tiny_detectors import build_tiny_grounding_dino, build_tiny_owlv2
     from tests.perception.tiny_florence2 import build_tiny_florence2
+    from tests.perception.tiny_florence2_regions import build_tiny_florence2_regions
     from tests.perception.tiny_sam import build_tiny_sam, build_tiny_sam2
     from tests.perception.tiny_sam3 import build_tiny_sam3
     from tests.perception.tiny_zoedepth import build_tiny_zoedepth
@@ -75,7 +78,7 @@ def build_tiny_models(root: Path) -> dict[str, str]:
     builders = {"clip": build_tiny_clip, "gd": build_tiny_grounding_dino, "owl": build_tiny_owlv2,
                 "florence": build_tiny_florence2, "sam": build_tiny_sam, "sam2": build_tiny_sam2,
                 "da": build_tiny_depth_anything, "dp": build_tiny_depth_pro, "sam3": build_tiny_sam3,
-                "zoe": build_tiny_zoedepth}
+                "zoe": build_tiny_zoedepth, "florence_regions": build_tiny_florence2_regions}
     return {k: str(b(root / k)) for k, b in builders.items()}
 
 
@@ -94,6 +97,8 @@ def _call(name: str, stage: Any, images: list[np.ndarray], boxes: list[np.ndarra
         return stage.tags(images, TAGS, 8)
     if name in ("grounding-dino", "owlv2"):
         return stage(images, [TAGS] * len(images))
+    if name.startswith("florence2-regions"):  # class-agnostic: no prompts
+        return stage(images, [()] * len(images))
     if name.startswith("florence2"):
         dets = [Detections(b, np.ones(len(b), np.float32), tuple(TAGS[:len(b)])) for b in boxes]
         return stage(images, dets)
@@ -142,21 +147,28 @@ def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxe
 
 
 def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, device: str, dtype: str,
-               sam3: bool = False) -> dict:
+               run: str = "default") -> dict:
+    """The photo -> dataset path: ``default`` (Florence-2 regions, the default detector), ``tag-detect``
+    (CLIP tags -> Grounding DINO, on the benchmark's 12 tags: the tiny Grounding DINO holds 16 tokens) or
+    ``sam3`` (SAM 3 as detector and segmenter, on the same tags)."""
     from spatialforge.perception.config import PerceptionConfig, StageSpec
     from spatialforge.perception.pipeline import PerceptionPipeline
     from spatialforge.pipeline.photos import PhotoSource, run_photos
 
     cfg = PerceptionConfig(filter=StageSpec("clip", models["clip"], {"threshold": 0.0}),
                            embedder=StageSpec("clip", models["clip"]),
-                           detector=StageSpec("grounding-dino", models["gd"]),
+                           detector=StageSpec("florence2-regions", models["florence_regions"]),
                            captioner=StageSpec("florence2", models["florence"]),
                            segmenter=StageSpec("sam2", models["sam2"]),
                            depth=StageSpec("depth-anything-v2", models["da"]),
                            focal_estimator=StageSpec("depth-pro", models["dp"]),
-                           device=device, dtype=dtype, batch_size=batch, score_threshold=0.0)
-    if sam3:  # SAM 3 finds the boxes and masks in one model: it replaces the detector and the segmenter
-        cfg = cfg.with_overrides(detector=StageSpec("sam3", models["sam3"]), segmenter=StageSpec("sam3"))
+                           device=device, dtype=dtype, batch_size=batch)
+    if run == "tag-detect":
+        cfg = cfg.with_overrides(detector=StageSpec("grounding-dino", models["gd"]), vocabulary=tuple(TAGS),
+                                 score_threshold=0.0)
+    elif run == "sam3":  # SAM 3 finds the boxes and masks in one model: it replaces the detector and the segmenter
+        cfg = cfg.with_overrides(detector=StageSpec("sam3", models["sam3"]), segmenter=StageSpec("sam3"),
+                                 vocabulary=tuple(TAGS), score_threshold=0.0)
     pipe = PerceptionPipeline.from_config(cfg)
     for stage in pipe.stages.values():  # loading is not timed
         stage.load()
@@ -181,8 +193,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--models", default="tiny", help="tiny | hub | a folder of checkpoints")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of the stages")
-    ap.add_argument("--e2e", default="default", choices=("default", "sam3", "both"),
-                    help="end to end with the default detector and segmenter, with SAM 3 for both, or both runs")
+    ap.add_argument("--e2e", default="all", choices=("default", "tag-detect", "sam3", "all"),
+                    help="end to end with the default (Florence-2 regions), with CLIP tags + Grounding DINO, with "
+                         "SAM 3 as detector and segmenter, or all three")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -216,9 +229,8 @@ def main() -> None:
         for i, img in enumerate(images):
             Image.fromarray(img).save(photos / f"p{i:03d}.png")
         e2e = {}
-        for run in (("default", "sam3") if args.e2e == "both" else (args.e2e,)):
-            e2e[run] = end_to_end(models, photos, tmp / f"out-{run}", max(batches), device, args.dtype,
-                                  sam3=run == "sam3")
+        for run in (("default", "tag-detect", "sam3") if args.e2e == "all" else (args.e2e,)):
+            e2e[run] = end_to_end(models, photos, tmp / f"out-{run}", max(batches), device, args.dtype, run=run)
             print(f"end to end, {run} (batch {e2e[run]['batch']}): {e2e[run]['images_per_s']:.2f} img/s, "
                   f"{e2e[run]['scenes']} scenes, {e2e[run]['qa_pairs']} QA pairs")
     result = {
@@ -226,7 +238,7 @@ def main() -> None:
         "device": device if device == "cpu" else torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
         "cpu_threads": torch.get_num_threads(), "models": args.models, "dtype": args.dtype,
         "photos": args.n, "size": [w, h], "stages": rows, "end_to_end": e2e.get("default"),
-        "end_to_end_sam3": e2e.get("sam3"),
+        "end_to_end_tag_detect": e2e.get("tag-detect"), "end_to_end_sam3": e2e.get("sam3"),
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
