@@ -325,7 +325,7 @@ def test_huge_images_are_refused_or_downscaled(tmp_path):
     assert refused.reason == "too_large" and "400x300" in refused.message and str(big) in refused.message
     item = load_image_file(big, "big", ImageLimits(max_side=200), focal_length_px=400.0)
     assert item.image.shape == (150, 200, 3)
-    assert item.meta == {"original_size": [400, 300], "mode": "RGB", "resized_to": [200, 150]}
+    assert item.meta == {"original_size": [400, 300], "mode": "RGB", "format": "PNG", "resized_to": [200, 150]}
     assert item.focal_length_px == pytest.approx(200.0) and item.focal_source == "user"  # scaled with the image
     # PIL's own decompression-bomb guard fires before our limit for absurd sizes: same reason, no crash
     bomb = tmp_path / "bomb.png"
@@ -556,8 +556,11 @@ def test_the_report_counts_each_photo_once_per_stage(tmp_path):
                    progress=False)
     stages = m["perception"]["stages"]
     assert m["perception"]["ok"] == 4  # 4 readable photos, each kept, tagged, detected, ...
-    assert {s: stages[s]["images"] for s in stages} == {"filter": 4, "detector": 4, "captioner": 4, "segmenter": 4,
-                                                         "depth": 4, "focal_estimator": 0, "embedder": 4}
+    # every photo read is decoded once (7: the 4 readable ones and 3 that fail to decode); each model sees the 4
+    assert {s: stages[s]["images"] for s in stages} == {"decode": 7, "filter": 4, "detector": 4, "captioner": 4,
+                                                         "segmenter": 4, "depth": 4, "focal_estimator": 0,
+                                                         "embedder": 4}
+    assert all(stages[s]["gpu_seconds"] == 0 for s in stages)  # on the CPU: no GPU time
 
 
 def test_no_scene_at_all_is_a_failed_run_saying_why_in_words(tmp_path):

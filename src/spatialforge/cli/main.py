@@ -16,7 +16,7 @@ from pathlib import Path
 from spatialforge import __version__
 from spatialforge._text import count
 from spatialforge.cli.options import HelpFormatter, Parser, comma_list, fraction, int_at_least, number_at_least
-from spatialforge.cli.photos import add_photo_options, is_photo_folder, perception_config
+from spatialforge.cli.photos import add_photo_options, perception_config, photo_source
 from spatialforge.errors import RunFailedError, SpatialForgeError
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.outdir import OutputKind, check_output_file, prepare_output_dir
@@ -82,7 +82,31 @@ def _add_generate(sub) -> None:
                         "(default: no limit; a run that produces no row always exits 1)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_runner_options(p)
     add_photo_options(p)
+
+
+def _add_runner_options(p) -> None:
+    """How `generate` spreads its shards over processes or a Ray cluster (docs/scale.md); never what it writes."""
+    from spatialforge.pipeline.runners import RUNNERS, parse_workers
+
+    g = p.add_argument_group("execution (the output is the same, byte for byte, whichever is chosen; docs/scale.md)")
+    g.add_argument("--runner", choices=RUNNERS, default=None,
+                   help="local: this machine; ray: Ray tasks on a local or remote Ray cluster (needs "
+                        "`pip install 'spatialforge[ray]'`) (default: local, or the --runner-config file's)")
+    g.add_argument("--workers", type=parse_workers, default=None,
+                   help="processes for load, geometry, QA and encoding: an integer >= 1, or auto for every CPU this "
+                        "process may use; 1 runs them in this process; with --runner ray, the CPUs of the local "
+                        "cluster it starts (default: 1, or the --runner-config file's)")
+    g.add_argument("--address", default=None,
+                   help="with --runner ray: the cluster to join (auto, HOST:PORT or ray://HOST:10001) (default: "
+                        "start a local Ray cluster for this run, or the --runner-config file's)")
+    g.add_argument("--runner-config", type=Path, default=None,
+                   help="a .toml or .json runner config: runner, workers, address, max_retries, worker_setup and "
+                        "[stages.cpu] num_cpus/num_gpus/memory per task (default: none; flags override it)")
+    g.add_argument("--worker-setup", action="append", default=None, metavar="MODULE:FUNCTION",
+                   help="call this function once in every worker process before its first shard (plugins, logging, "
+                        "debugging; repeatable) (default: none)")
 
 
 class _TopFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -234,35 +258,49 @@ def _gate(manifest: dict, max_failure_rate: float | None) -> None:
 def _cmd_generate(args) -> int:
     from spatialforge.pipeline import run_generate
     from spatialforge.pipeline.generate import DATASET_OUTPUT
+    from spatialforge.pipeline.runners import Interrupted, check_setup, load_runner_config
 
     cfg = _generate_config(args)
-    if args.scenes_dir is None and args.hf_dataset is None:
-        raise SpatialForgeError("give a folder (RGB-D scenes or photos) or --hf-dataset NAME")
-    if args.scenes_dir is not None and args.hf_dataset is not None:
-        raise SpatialForgeError("give either a folder or --hf-dataset, not both")
-    if args.scenes_dir is not None and not args.scenes_dir.is_dir():
-        raise SpatialForgeError(f"{args.scenes_dir}: no such folder")
-    photos = args.hf_dataset is not None or is_photo_folder(args.scenes_dir)
+    source = photo_source(args)  # None: a folder of RGB-D scenes; a bad combination of sources is one line
+    runner = load_runner_config(args.runner_config, runner=args.runner, workers=args.workers, address=args.address,
+                                setup=args.worker_setup)
+    if runner.name == "ray":
+        from spatialforge._optional import require
+
+        require("ray", extra="ray", feature="--runner ray")
+    check_setup(runner.setup)
+    photos = source is not None
     perception = perception_config(args) if photos else None  # every option checked before anything is written
-    hf_local = Path(args.hf_dataset) if args.hf_dataset and Path(args.hf_dataset).exists() else None
-    prepared = prepare_output_dir(args.out, DATASET_OUTPUT, inputs=[args.scenes_dir, hf_local],
-                                  overwrite=args.overwrite)
+    inputs = [*(source.inputs() if photos else [args.scenes_dir]), args.runner_config]
+    try:
+        prepared = prepare_output_dir(args.out, DATASET_OUTPUT, inputs=inputs, overwrite=args.overwrite)
+    except OSError as exc:
+        raise SpatialForgeError(f"--out {args.out}: cannot write there ({exc.strerror or exc})") from None
     if prepared.kept:
         print(f"--overwrite kept what spatialforge did not write in {args.out}: {', '.join(prepared.kept)}")
-    if photos:
-        from spatialforge.perception.pipeline import PerceptionPipeline
-        from spatialforge.pipeline.photos import PhotoSource, run_photos
+    try:
+        if photos:
+            from spatialforge.perception.pipeline import PerceptionPipeline
+            from spatialforge.pipeline.photos import run_photos
 
-        source = PhotoSource(folder=None if args.hf_dataset else args.scenes_dir, hf_dataset=args.hf_dataset,
-                             split=args.split, image_column=args.image_column, limit=args.limit)
-        pipeline = PerceptionPipeline.from_config(perception)
-        manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress)
-        p = manifest["perception"]
-        print(f"perception: {count(p['images'], 'image')}, {count(p['ok'], 'scene')}, {p['filtered']} filtered, "
-              f"{p['failed']} failed {p['failed_by_reason']}; intrinsics {p['intrinsics_sources']}")
-    else:
-        manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress)
+            pipeline = PerceptionPipeline.from_config(perception)
+            manifest = run_photos(source, args.out, pipeline, cfg, progress=not args.no_progress, runner=runner)
+            p = manifest["perception"]
+            print(f"perception: {count(p['images'], 'image')}, {count(p['ok'], 'scene')}, {p['filtered']} filtered, "
+                  f"{p['failed']} failed {p['failed_by_reason']}; intrinsics {p['intrinsics_sources']}")
+        else:
+            manifest = run_generate(args.scenes_dir, args.out, cfg, progress=not args.no_progress, runner=runner)
+    except Interrupted as exc:  # SIGINT / SIGTERM: complete shards are kept, the rerun resumes
+        print(f"spatialforge: {exc}", file=sys.stderr)
+        return exc.exit_code
     _print_summary(manifest, args.out)
+    faults = manifest.get("worker_faults") or {}
+    if runner.name != "local" or runner.workers > 1 or faults.get("worker_deaths"):
+        where = f"ray ({runner.address or 'a local cluster'})" if runner.name == "ray" else \
+            f"local, {count(runner.workers, 'worker')}"
+        print(f"runner: {where}; {manifest['throughput']['scenes_per_s']} scenes/s; "
+              f"{count(faults.get('worker_deaths', 0), 'worker death')}"
+              + (f", {len(faults['scenes_died'])} scenes recorded as worker_died" if faults.get("scenes_died") else ""))
     _gate(manifest, args.max_failure_rate)
     return 0
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from spatialforge.cli.options import DEVICE_HELP, DTYPES, comma_list, device, fraction, int_at_least, number_at_least
-from spatialforge.errors import ConfigError
+from spatialforge.errors import ConfigError, SpatialForgeError
 
-__all__ = ["add_photo_options", "is_photo_folder", "perception_config"]
+__all__ = ["add_photo_options", "is_photo_folder", "perception_config", "photo_source"]
 
 _FROM_FILE = "or the --perception-config file's"
 # flags that set a stage's backend options: stage -> {option: flag}
@@ -46,7 +46,28 @@ def add_photo_options(p: argparse.ArgumentParser) -> None:
                    help="a Hugging Face dataset name or local path to read photos from (default: none, the photos "
                         "of the folder argument)")
     g.add_argument("--split", default="train", help="the dataset split to read (with --hf-dataset)")
-    g.add_argument("--image-column", default="image", help="the dataset column that holds the photos")
+    g.add_argument("--streaming", action="store_true",
+                   help="with --hf-dataset: read the dataset row by row instead of downloading and converting it "
+                        "first (ids and results are the same; see docs/photos.md, Sources at scale)")
+    g.add_argument("--webdataset", action="append", default=None, metavar="SHARDS",
+                   help="WebDataset tar shards to read photos from: a path, a folder of shards, a brace pattern "
+                        "such as 'shards-{000..099}.tar', or a file:// or http(s):// URL; repeat to add more "
+                        "(default: none)")
+    g.add_argument("--parquet", type=Path, default=None, metavar="TABLE",
+                   help="a Parquet table (or a folder of them) whose --image-column holds image bytes or paths/URLs "
+                        "(default: none)")
+    g.add_argument("--image-column", default="image",
+                   help="the column (Parquet, Hugging Face dataset) or WebDataset field (e.g. jpg) that holds the "
+                        "photos; for WebDataset 'image' takes a sample's first image field (jpg, jpeg, png, ...)")
+    g.add_argument("--id-column", default=None,
+                   help="Parquet / Hugging Face: the column with each photo's id (default: none, the row's position: "
+                        "<table>-<row> or <split>-<index>; an empty id: the content hash)")
+    g.add_argument("--focal-column", default=None,
+                   help="Parquet / Hugging Face: a column with each photo's focal length in pixels (default: none; "
+                        "--focal-length wins over it, it wins over EXIF)")
+    g.add_argument("--path-root", type=Path, default=None,
+                   help="Parquet / Hugging Face: the folder that paths in the image column may point into (default: "
+                        "the table's folder; relative paths are always resolved against the table's folder)")
     g.add_argument("--limit", type=int_at_least(1), default=None, help="process at most N photos (default: all)")
     g.add_argument("--perception-config", type=Path, default=None,
                    help="a .toml or .json perception config (backends, model ids, options; see docs/photos.md); "
@@ -129,13 +150,45 @@ def add_photo_options(p: argparse.ArgumentParser) -> None:
 
 
 def is_photo_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a photo input (image files, WebDataset shards or Parquet tables in it, and no RGB-D
+    scene folders)."""
     from spatialforge.io.scene_folder import find_scene_dirs
-    from spatialforge.perception.image_io import list_image_files
+    from spatialforge.pipeline.sources import FolderSource
 
     if not folder.is_dir():
         return False
     has_scenes = any((d / "objects.json").exists() for d in find_scene_dirs(folder))
-    return not has_scenes and bool(list_image_files(folder))
+    return not has_scenes and any(FolderSource.kinds(folder).values())
+
+
+def photo_source(args: argparse.Namespace) -> Any:
+    """The :class:`~spatialforge.pipeline.sources.PhotoSource` the command line names, or None for a folder of
+    RGB-D scenes.
+
+    Exactly one of the folder argument, ``--hf-dataset``, ``--webdataset`` and ``--parquet``; a
+    bad combination is one :class:`SpatialForgeError` line. Its local inputs for the output-folder
+    checks are ``photo_source(args).inputs()``.
+    """
+    from spatialforge.pipeline.sources import PhotoSource
+
+    named = {"a folder": args.scenes_dir, "--hf-dataset": args.hf_dataset, "--webdataset": args.webdataset,
+             "--parquet": args.parquet}
+    given = [k for k, v in named.items() if v is not None]
+    if not given:
+        raise SpatialForgeError("give a folder (RGB-D scenes, or photos / WebDataset shards / Parquet tables), "
+                                "--hf-dataset NAME, --webdataset SHARDS or --parquet TABLE")
+    if len(given) > 1:
+        raise SpatialForgeError(f"give one source of inputs, not {' and '.join(given)}")
+    if args.scenes_dir is not None:
+        if not args.scenes_dir.is_dir():
+            raise SpatialForgeError(f"{args.scenes_dir}: no such folder")
+        if not is_photo_folder(args.scenes_dir):
+            return None
+    return PhotoSource(folder=args.scenes_dir, hf_dataset=args.hf_dataset, split=args.split,
+                       image_column=args.image_column, limit=args.limit,
+                       webdataset=None if args.webdataset is None else tuple(args.webdataset), parquet=args.parquet,
+                       streaming=args.streaming, id_column=args.id_column, focal_column=args.focal_column,
+                       path_root=args.path_root)
 
 
 def _read_vocabulary(path: Path) -> tuple[str, ...]:

@@ -28,11 +28,14 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "encode_png",
+    "encode_shard",
     "iter_rows",
+    "json_bytes",
     "make_row",
     "messages_from_qa",
     "shard_name",
     "write_shard",
+    "write_shard_bytes",
 ]
 
 _QA_TYPE = pa.struct([
@@ -127,12 +130,31 @@ def _atomic(path: Path, write) -> None:
         write(str(tmp))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+def _write_all(fh, data: bytes) -> None:
+    """Write ``data`` to the open binary file ``fh`` (one place every shard's bytes go through)."""
+    fh.write(data)
+
+
+def _write_file(tmp: str, data: bytes, *, sync: bool) -> None:
+    with open(tmp, "wb") as fh:
+        _write_all(fh, data)
+        if sync:  # on disk before the rename publishes it: a power cut leaves the old file or the whole new one
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Write ``data`` through a temporary file renamed into place; ``sync`` also flushes it to the disk first."""
+    _atomic(path, lambda tmp: _write_file(tmp, data, sync=sync))
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The bytes :func:`atomic_write_json` writes for ``obj`` (indented JSON, numpy values as numbers)."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def _json_default(o: Any) -> Any:
@@ -145,10 +167,25 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def encode_shard(rows: list[dict[str, Any]]) -> bytes:
+    """The bytes of a Parquet shard holding ``rows`` (validated by :data:`ROW_SCHEMA`, zstd-compressed).
+
+    Deterministic: the same rows give the same bytes, whichever process encodes them.
+    """
+    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def write_shard_bytes(path: Path, data: bytes) -> None:
+    """Publish an encoded shard: temporary name, flushed to disk, renamed into place (never half a shard)."""
+    atomic_write_bytes(path, data, sync=True)
+
+
 def write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write rows to a Parquet file atomically (temp file + rename), validated by the schema."""
-    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    write_shard_bytes(path, encode_shard(rows))
 
 
 def iter_rows(out_dir: str | os.PathLike[str], columns: list[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -3,9 +3,16 @@
 Stages run stage by stage over chunks of ``batch_size`` images, each a batched model call. If a
 batch call raises, the batch is retried one image at a time, so a model failure costs only the
 image that caused it (recorded with reason ``model_error``). Every image ends with a record in
-``OUT/perception/items/<image_id>.json`` (status ``ok``, ``filtered`` or ``failed``, with the
-stage and reason), written atomically: a re-run skips recorded images (resume), except those a
-model failed on, which are tried again. A model that cannot load stops the run with one error.
+``OUT/perception/items/<image_id>.json`` (status ``ok``, ``filtered``, ``failed`` with the
+stage and reason, or ``duplicate``), written atomically: a re-run skips recorded images (resume),
+except those a model failed on or whose download failed (:data:`RETRIED_REASONS`), which are
+tried again. A model that cannot load stops the run with one error.
+
+Items not read yet (:class:`~spatialforge.perception.image_io.SourceItem`, what the photo sources
+yield) are read only when they have no final record: their bytes are hashed (SHA-256, recorded as
+``sha256``) before anything is decoded, and an item whose bytes equal an earlier item's is recorded
+as ``duplicate`` (``duplicate_of`` the first id, in the source's order) and never decoded. On a
+rerun the hashes of recorded items come from their records, so the same items are duplicates.
 
 The settings that change the outputs (:meth:`PerceptionConfig.output_settings`) are stored in
 ``OUT/perception/config.json`` before the first image; a rerun whose settings differ is refused
@@ -41,7 +48,8 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +64,69 @@ from spatialforge.perception.ambiguity import caption_groups, near_duplicate_gro
 from spatialforge.perception.boxes import filter_detections
 from spatialforge.perception.checks import count
 from spatialforge.perception.config import DETECTOR_THRESHOLD, PerceptionConfig, describe_changes
-from spatialforge.perception.image_io import ItemFailure
+from spatialforge.perception.image_io import ItemFailure, SourceItem
 from spatialforge.perception.intrinsics import resolve_intrinsics
 from spatialforge.perception.masks import clean_instance_mask, resolve_overlaps
 from spatialforge.perception.types import Detections, ImageItem
 
-__all__ = ["CONFIG_RECORD", "DETECTOR_THRESHOLD", "STAGE_ORDER", "PerceptionPipeline"]
+__all__ = [
+    "CONFIG_RECORD",
+    "DETECTOR_THRESHOLD",
+    "RETRIED_REASONS",
+    "STAGE_ORDER",
+    "STEPS",
+    "ChunkExecutor",
+    "ChunkState",
+    "PerceptionPipeline",
+    "done_record",
+]
 
 STAGE_ORDER = ("filter", "detector", "captioner", "segmenter", "depth", "focal_estimator", "embedder")
+STEPS = ("decode", *STAGE_ORDER)  # what a chunk goes through: decoding (CPU), then the model stages in order
 CONFIG_RECORD = ("perception", "config.json")  # OUT/perception/config.json: the settings the records were made with
 
 
-def _final(record_path: Path) -> bool:
-    """A recorded image is done unless a model failed on it (those are tried again on a rerun)."""
+#: Runs chunks of photos through every step and yields ``(chunk, (scenes, failed, filtered))`` per chunk.
+ChunkExecutor = Callable[[Iterable[list[Any]]], Iterator[tuple[list[Any], Any]]]
+
+RETRIED_REASONS = ("model_error", "fetch_failed")  # failures a rerun tries again (a model, a download)
+
+
+def done_record(record_path: Path) -> dict[str, Any] | None:
+    """The record of an image a rerun skips, or None: no record, a torn one, or a failure of :data:`RETRIED_REASONS`."""
     try:
         rec = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # a torn record: process the image again
-    return not (rec.get("status") == "failed" and rec.get("reason") == "model_error")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # no record, or a torn one: process the image again
+    if not isinstance(rec, dict) or (rec.get("status") == "failed" and rec.get("reason") in RETRIED_REASONS):
+        return None
+    return rec
+
+
+@dataclass
+class ChunkState:
+    """One chunk of photos between stages: the photos still ``alive`` and what each stage found so far.
+
+    Plain data (picklable): a runner may run each stage in another process (Ray Data actors) and
+    pass the chunk on. ``failed`` and ``filtered`` collect the photos that left, keyed by image id.
+    """
+
+    items: list[ImageItem | SourceItem]  # as the chunk was cut; the ``decode`` step makes ``alive``
+    alive: list[ImageItem] = field(default_factory=list)
+    failed: dict[str, ItemFailure] = field(default_factory=dict)
+    filtered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    dets: dict[str, Detections] = field(default_factory=dict)
+    found: dict[str, Any] = field(default_factory=dict)  # a segmenting detector's kept instances (SAM 3)
+    instances: dict[str, np.ndarray] = field(default_factory=dict)
+    preds: dict[str, Any] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [it.image_id for it in self.items]
 
 
 class PerceptionPipeline:
@@ -95,9 +148,10 @@ class PerceptionPipeline:
                                     f"(it has no detect_and_segment)")
         self.config = config
         self.stages = stages
-        self.timings: dict[str, float] = {s: 0.0 for s in STAGE_ORDER}
-        self.images_seen: dict[str, int] = {s: 0 for s in STAGE_ORDER}
-        self.peak_memory_mb: dict[str, float | None] = {s: None for s in STAGE_ORDER}
+        self.timings: dict[str, float] = {s: 0.0 for s in STEPS}
+        self.images_seen: dict[str, int] = {s: 0 for s in STEPS}
+        self.peak_memory_mb: dict[str, float | None] = {s: None for s in STEPS}
+        self.gpus_held: dict[str, float] = {}  # stage -> GPUs it held while it ran (for GPU-seconds); see report
 
     @classmethod
     def from_config(cls, config: PerceptionConfig) -> PerceptionPipeline:
@@ -209,91 +263,119 @@ class PerceptionPipeline:
     def process_chunk(self, items: list[ImageItem]) -> tuple[list[tuple[RGBDScene, dict[str, Any]]],
                                                                dict[str, ItemFailure], dict[str, dict[str, Any]]]:
         """Run all stages on ``items``. Returns (scenes with their intermediates, failures, filtered)."""
-        cfg = self.config
-        failed: dict[str, ItemFailure] = {}
-        filtered: dict[str, dict[str, Any]] = {}
-        st = self.stages
+        chunk = ChunkState(list(items))
+        for step in STEPS:
+            self.run_step(step, chunk)
+        return self.assemble(chunk)
 
-        pairs = self._isolated("filter", items, lambda b: st["filter"]([i.image for i in b]), failed)
-        decisions = {it.image_id: d for it, d in pairs}
-        alive = [it for it, d in pairs if d.keep]
+    def run_step(self, step: str, chunk: ChunkState) -> None:
+        """Run one step of :data:`STEPS` on the photos of ``chunk`` still alive, then release its model
+        (low-memory mode). The steps must run in that order; each may run in another process (Ray)."""
+        getattr(self, f"_step_{step}")(chunk)
+        if step in self.stages:
+            self._release(step)
+
+    def _step_decode(self, c: ChunkState) -> None:
+        """Decode the photos not decoded yet (a :class:`SourceItem` read and hashed by :meth:`run`)."""
+        t0 = time.perf_counter()
+        c.alive = []
+        for item in c.items:
+            if isinstance(item, SourceItem):
+                item = item.decode(self.config.limits, self.config.focal_length_px)
+            if isinstance(item, ItemFailure):
+                c.failed[item.image_id] = item
+            else:
+                c.alive.append(item)
+        self.timings["decode"] += time.perf_counter() - t0
+        self.images_seen["decode"] += len(c.items)
+
+    def _step_filter(self, c: ChunkState) -> None:
+        st, cfg = self.stages, self.config
+        pairs = self._isolated("filter", c.alive, lambda b: st["filter"]([i.image for i in b]), c.failed)
+        c.decisions = {it.image_id: d for it, d in pairs}
+        c.alive = [it for it, d in pairs if d.keep]
         for it, d in pairs:
             if not d.keep:
-                filtered[it.image_id] = {"source": it.source, "decision": d.to_dict()}
-
+                c.filtered[it.image_id] = {"source": it.source, "decision": d.to_dict()}
         if getattr(st["detector"], "takes_prompts", True):
             tag_pairs = self._isolated(
-                "filter", alive, lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
-                failed, counted=False)
-            tags = {it.image_id: t for it, t in tag_pairs}
-            alive = [it for it in alive if it.image_id in tags]
+                "filter", c.alive,
+                lambda b: st["filter"].tags([i.image for i in b], cfg.vocabulary, cfg.tags_per_image),
+                c.failed, counted=False)
+            c.tags = {it.image_id: t for it, t in tag_pairs}
+            c.alive = [it for it in c.alive if it.image_id in c.tags]
         else:  # a class-agnostic detector (florence2-regions) takes no prompts: no tagging pass
-            tags = {it.image_id: [] for it in alive}
-        self._release("filter")  # also when it is the embedder's CLIP: it loads again for the captions
+            c.tags = {it.image_id: [] for it in c.alive}
+        # released after this step also when it is the embedder's CLIP: it loads again for the captions
 
+    def _step_detector(self, c: ChunkState) -> None:
+        st = self.stages
         joint = getattr(st["segmenter"], "from_detector", False)  # SAM 3: the detector's own masks
         detect = st["detector"].detect_and_segment if joint else st["detector"]
         det_pairs = self._isolated(
-            "detector", alive, lambda b: detect([i.image for i in b], [tags[i.image_id] for i in b]), failed)
-        dets: dict[str, Detections] = {}
-        found: dict[str, Any] = {}  # joint: the kept detections with their masks, for the segmenter stage
+            "detector", c.alive, lambda b: detect([i.image for i in b], [c.tags[i.image_id] for i in b]), c.failed)
         for it, raw in det_pairs:
             w, h = it.size
             d, kept = self._filtered(raw.detections if joint else raw, w, h)
-            if joint:
-                found[it.image_id] = raw.select(kept)
+            if joint:  # the kept detections with their masks, for the segmenter stage
+                c.found[it.image_id] = raw.select(kept)
             if len(d) == 0:
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
-                                                  f"{it.source}: no object passed the detection filters "
-                                                  f"({count(len(raw), 'raw box', 'raw boxes')})")
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "detector", "no_detections",
+                                                    f"{it.source}: no object passed the detection filters "
+                                                    f"({count(len(raw), 'raw box', 'raw boxes')})")
             else:
-                dets[it.image_id] = d
-        alive = [it for it in alive if it.image_id in dets]
-        self._release("detector")
+                c.dets[it.image_id] = d
+        c.alive = [it for it in c.alive if it.image_id in c.dets]
 
-        cap_pairs = self._isolated("captioner", alive,
+    def _step_captioner(self, c: ChunkState) -> None:
+        st, dets = self.stages, c.dets
+        cap_pairs = self._isolated("captioner", c.alive,
                                    lambda b: st["captioner"]([i.image for i in b], [dets[i.image_id] for i in b]),
-                                   failed)
-        alive = []
+                                   c.failed)
+        c.alive = []
         for it, caps in cap_pairs:
             d = dets[it.image_id]
             if len(caps) != len(d):
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "captioner", "bad_model_output",
-                                                  f"{it.source}: captioner returned {count(len(caps), 'caption')} "
-                                                  f"for {count(len(d), 'box', 'boxes')}")
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "captioner", "bad_model_output",
+                                                    f"{it.source}: captioner returned {count(len(caps), 'caption')} "
+                                                    f"for {count(len(d), 'box', 'boxes')}")
                 continue
-            cleaned = [" ".join(str(c).split()) or lab for c, lab in zip(caps, d.labels, strict=True)]
+            cleaned = [" ".join(str(cap).split()) or lab for cap, lab in zip(caps, d.labels, strict=True)]
             dets[it.image_id] = d.with_captions(cleaned)
-            alive.append(it)
-        self._release("captioner")
+            c.alive.append(it)
 
-        seg_pairs = self._isolated("segmenter", alive,
+    def _step_segmenter(self, c: ChunkState) -> None:
+        st, cfg, dets = self.stages, self.config, c.dets
+        joint = getattr(st["segmenter"], "from_detector", False)
+        seg_pairs = self._isolated("segmenter", c.alive,
                                    lambda b: st["segmenter"]([i.image for i in b],
-                                                             [found[i.image_id] if joint else dets[i.image_id].boxes
+                                                             [c.found[i.image_id] if joint else dets[i.image_id].boxes
                                                               for i in b]),
-                                   failed)
-        instances: dict[str, np.ndarray] = {}
+                                   c.failed)
+        c.found = {}  # used: not carried to the later stages
         for it, maskset in seg_pairs:
             d = dets[it.image_id]
             if len(maskset) != len(d) or maskset.masks.shape[1:] != it.image.shape[:2]:
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "model_error",
-                                                  f"{it.source}: segmenter returned masks {maskset.masks.shape} for "
-                                                  f"{count(len(d), 'box', 'boxes')} on a {it.size[0]}x{it.size[1]} "
-                                                  f"image")
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "model_error",
+                                                    f"{it.source}: segmenter returned masks {maskset.masks.shape} "
+                                                    f"for {count(len(d), 'box', 'boxes')} on a "
+                                                    f"{it.size[0]}x{it.size[1]} image")
                 continue
             inst = resolve_overlaps(maskset.masks, maskset.scores, d.boxes)
             inst, _dropped = clean_instance_mask(inst, cfg.min_mask_pixels)
             present = [i for i in range(1, len(d) + 1) if np.any(inst == i)]
             if not present:
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "no_masks",
-                                                  f"{it.source}: no mask kept at least {cfg.min_mask_pixels} pixels")
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "segmenter", "no_masks",
+                                                    f"{it.source}: no mask kept at least {cfg.min_mask_pixels} pixels")
                 continue
             relabel = np.zeros(len(d) + 1, dtype=np.int32)
             relabel[present] = np.arange(1, len(present) + 1)
-            instances[it.image_id] = relabel[inst]
+            c.instances[it.image_id] = relabel[inst]
             dets[it.image_id] = d.select([i - 1 for i in present])
-        alive = [it for it in alive if it.image_id in instances]
-        self._release("segmenter")
+        c.alive = [it for it in c.alive if it.image_id in c.instances]
+
+    def _step_depth(self, c: ChunkState) -> None:
+        st = self.stages
 
         # a focal length the user gave or EXIF holds makes the depth metric for that camera (Depth Pro rescales)
         def depth_call(b: list[ImageItem]) -> list[Any]:
@@ -304,43 +386,51 @@ class PerceptionPipeline:
         # a depth stage that routes by scene type gets each type's photos together: each checkpoint loads once
         # per chunk, and in low-memory mode only one is resident (released between the groups)
         depth_pairs: list[tuple[ImageItem, Any]] = []
-        for scene_type, group in self._scene_groups(alive, decisions).items():
+        for scene_type, group in self._scene_groups(c.alive, c.decisions).items():
             if scene_type is not None:
                 st["depth"].select(scene_type)
-            depth_pairs += self._isolated("depth", group, depth_call, failed)
+            depth_pairs += self._isolated("depth", group, depth_call, c.failed)
             self._release("depth")
-        order = {it.image_id: k for k, it in enumerate(alive)}
+        order = {it.image_id: k for k, it in enumerate(c.alive)}
         depth_pairs.sort(key=lambda pair: order[pair[0].image_id])
+        c.preds = {it.image_id: pred for it, pred in depth_pairs}
+        c.alive = [it for it, _ in depth_pairs]
 
+    def _step_focal_estimator(self, c: ChunkState) -> None:
         # no focal length from the user or EXIF and none from the depth model: the focal estimator, unless the
         # user asked to assume a field of view (then nothing is estimated)
-        need = {it.image_id for it, pred in depth_pairs if it.focal_source not in ("user", "exif")
-                and pred.focal_length_px is None and pred.hfov_deg is None} if cfg.assumed_hfov_deg is None else set()
-        est_pairs = self._isolated("focal_estimator", [it for it, _ in depth_pairs if it.image_id in need],
-                                   lambda b: st["focal_estimator"]([i.image for i in b]), failed)
-        estimates = {it.image_id: e for it, e in est_pairs}
-        self._release("focal_estimator")
-        depth_pairs = [(it, pred) for it, pred in depth_pairs if it.image_id not in need or it.image_id in estimates]
+        st = self.stages
+        need = {it.image_id for it in c.alive if it.focal_source not in ("user", "exif")
+                and c.preds[it.image_id].focal_length_px is None and c.preds[it.image_id].hfov_deg is None
+                } if self.config.assumed_hfov_deg is None else set()
+        est_pairs = self._isolated("focal_estimator", [it for it in c.alive if it.image_id in need],
+                                   lambda b: st["focal_estimator"]([i.image for i in b]), c.failed)
+        c.estimates = {it.image_id: e for it, e in est_pairs}
+        c.alive = [it for it in c.alive if it.image_id not in need or it.image_id in c.estimates]
 
-        scenes: list[tuple[RGBDScene, dict[str, Any]]] = []
-        emb_pairs = self._isolated("embedder", [it for it, _ in depth_pairs],
+    def _step_embedder(self, c: ChunkState) -> None:
+        st, dets = self.stages, c.dets
+        emb_pairs = self._isolated("embedder", c.alive,
                                    lambda b: [st["embedder"].embed_text(list(dets[i.image_id].captions or ()))
-                                              for i in b], failed)
-        embeddings = {it.image_id: e for it, e in emb_pairs}
-        self._release("embedder")
-        for it, pred in depth_pairs:
-            if it.image_id not in embeddings:
-                continue
+                                              for i in b], c.failed)
+        c.embeddings = {it.image_id: e for it, e in emb_pairs}
+        c.alive = [it for it in c.alive if it.image_id in c.embeddings]
+
+    def assemble(self, c: ChunkState) -> tuple[list[tuple[RGBDScene, dict[str, Any]]], dict[str, ItemFailure],
+                                                 dict[str, dict[str, Any]]]:
+        """The scenes of a chunk every stage has run on (CPU only, no model): (scenes, failures, filtered)."""
+        scenes: list[tuple[RGBDScene, dict[str, Any]]] = []
+        for it in c.alive:
             try:
-                scenes.append(self._scene(it, pred, dets[it.image_id], instances[it.image_id],
-                                          embeddings[it.image_id], decisions.get(it.image_id), tags.get(it.image_id),
-                                          estimates.get(it.image_id)))
+                scenes.append(self._scene(it, c.preds[it.image_id], c.dets[it.image_id], c.instances[it.image_id],
+                                          c.embeddings[it.image_id], c.decisions.get(it.image_id),
+                                          c.tags.get(it.image_id), c.estimates.get(it.image_id)))
             except SceneError as exc:
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", exc.reason, str(exc))
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", exc.reason, str(exc))
             except ValueError as exc:
-                failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", "bad_model_output",
-                                                  f"{it.source}: {exc}")
-        return scenes, failed, filtered
+                c.failed[it.image_id] = ItemFailure(it.image_id, it.source, "assemble", "bad_model_output",
+                                                    f"{it.source}: {exc}")
+        return scenes, c.failed, c.filtered
 
     def _filtered(self, raw: Detections, width: int, height: int) -> tuple[Detections, np.ndarray]:
         """``raw`` after the detection filters (:func:`filter_detections`), and where each kept one is in ``raw``."""
@@ -467,11 +557,21 @@ class PerceptionPipeline:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, now)
 
-    def run(self, items: Iterable[ImageItem | ItemFailure], out_dir: str | Path, *, progress: bool = True,
-            total: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def run(self, items: Iterable[ImageItem | ItemFailure | SourceItem], out_dir: str | Path, *,
+            progress: bool = True, total: int | None = None, log: Callable[[str], None] | None = None,
+            executor: ChunkExecutor | None = None) -> dict[str, Any]:
         """Process every item (resuming: recorded images are skipped); returns the perception report.
 
         First :meth:`claim_output`: a folder whose records were made with another config is refused.
+        A :class:`SourceItem` is read (hashed) here only when it has no final record, and decoded (in
+        the chunk's ``decode`` step) only when its bytes are not a duplicate. The items left are cut
+        into chunks of ``batch_size`` in order, whoever runs them, so the model batches (and so the
+        outputs) do not depend on the runner.
+
+        ``executor`` runs the chunks and yields ``(chunk, (scenes, failed, filtered))`` per chunk, in
+        any order (default: :meth:`process_chunk` in this process, one chunk at a time;
+        :class:`spatialforge.pipeline.ray_photos.RayDataExecutor` runs each stage as Ray Data actors).
+        Only this process writes the records and scene folders.
         """
         out_dir = Path(out_dir)
         self.claim_output(out_dir)
@@ -479,73 +579,124 @@ class PerceptionPipeline:
         scenes_dir.mkdir(parents=True, exist_ok=True)
         items_dir.mkdir(parents=True, exist_ok=True)
         log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-        bar = tqdm(total=total, desc="perception", unit="img", disable=not progress, file=sys.stderr)
-        resumed = 0
-        chunk: list[ImageItem] = []
+        bar = tqdm(total=total, desc="perception", unit="img", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        counts = {"resumed": 0, "failed": 0}
         start = time.perf_counter()
 
+        digests: dict[str, str] = {}  # image id -> SHA-256 of its bytes, for its record
+
         def record(image_id: str, rec: dict[str, Any]) -> None:
+            if image_id in digests:
+                rec = rec | {"sha256": digests.pop(image_id)}
             atomic_write_json(items_dir / f"{image_id}.json", rec)
 
-        def flush() -> None:
-            if not chunk:
-                return
-            scenes, failed, filtered = self.process_chunk(chunk)
+        def fail(f: ItemFailure) -> None:
+            log(f"failed: {f.message}")
+            record(f.image_id, {"status": "failed"} | f.to_dict())
+            counts["failed"] += 1
+            bar.set_postfix_str(f"{counts['failed']} failed", refresh=False)
+
+        seen: dict[str, str] = {}
+        first: dict[str, str] = {}  # SHA-256 of the bytes -> the first image id with them
+
+        def pending() -> Iterator[ImageItem | SourceItem]:
+            for item in items:
+                if item.image_id in seen:
+                    raise SpatialForgeError(f"{item.source}: image id {item.image_id!r} is also the id of "
+                                            f"{seen[item.image_id]} (ids must be unique: rename one)")
+                seen[item.image_id] = item.source
+                done = done_record(items_dir / f"{item.image_id}.json")
+                if done is not None:
+                    if isinstance(done.get("sha256"), str):
+                        first.setdefault(done["sha256"], item.image_id)
+                    counts["resumed"] += 1
+                    bar.update(1)
+                    continue
+                if isinstance(item, SourceItem):  # read and hash it (no decoding); a duplicate is never decoded
+                    problem = item.read()
+                    if item.digest is not None:
+                        digests[item.image_id] = item.digest
+                        original = first.setdefault(item.digest, item.image_id)
+                        if original != item.image_id:
+                            record(item.image_id, {"status": "duplicate", "reason": "duplicate",
+                                                   "image_id": item.image_id, "duplicate_of": original,
+                                                   "source": item.source})
+                            bar.update(1)
+                            continue
+                    if problem is not None:
+                        item = problem
+                if isinstance(item, ItemFailure):
+                    fail(item)
+                    bar.update(1)
+                    continue
+                yield item
+
+        def chunks() -> Iterator[list[ImageItem | SourceItem]]:
+            chunk: list[ImageItem | SourceItem] = []
+            for item in pending():
+                chunk.append(item)
+                if len(chunk) >= self.config.batch_size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        for chunk, (scenes, failed, filtered) in (executor or self._local_executor)(chunks()):
             for scene, extras in scenes:
                 folder = save_scene(scene, scenes_dir, depth_format="npy")
                 for name, payload in extras.items():
                     atomic_write_json(folder / name, payload)
                 record(scene.scene_id, {"status": "ok", "source": scene.provenance["image"],
                                         "objects": len(scene.objects),
-                                        "intrinsics_source": scene.provenance["intrinsics_source"]})
-            for image_id, f in failed.items():
-                log(f"failed: {f.message}")
-                record(image_id, {"status": "failed"} | f.to_dict())
+                                        "intrinsics_source": scene.provenance["intrinsics_source"],
+                                        "image_meta": scene.provenance["image_meta"]})
+            for f in failed.values():
+                fail(f)
             for image_id, info in filtered.items():
                 record(image_id, {"status": "filtered", "reason": "filtered", "stage": "filter"} | info)
             bar.update(len(chunk))
-            chunk.clear()
-            self._release()
-
-        seen: dict[str, str] = {}
-        for item in items:
-            if item.image_id in seen:
-                raise SpatialForgeError(f"{item.source}: image id {item.image_id!r} is also the id of "
-                                        f"{seen[item.image_id]} (ids must be unique: rename one)")
-            seen[item.image_id] = item.source
-            done = items_dir / f"{item.image_id}.json"
-            if done.is_file() and _final(done):
-                resumed += 1
-                bar.update(1)
-                continue
-            if isinstance(item, ItemFailure):
-                log(f"failed: {item.message}")
-                record(item.image_id, {"status": "failed"} | item.to_dict())
-                bar.update(1)
-                continue
-            chunk.append(item)
-            if len(chunk) >= self.config.batch_size:
-                flush()
-        flush()
         bar.close()
         for stage in self.stages.values():
             stage.unload()
-        return self.report(out_dir, time.perf_counter() - start, resumed)
+        return self.report(out_dir, time.perf_counter() - start, counts["resumed"])
+
+    def _local_executor(self, chunks: Iterable[list[ImageItem | SourceItem]]) -> Iterator[tuple[list[Any], Any]]:
+        for chunk in chunks:
+            result = self.process_chunk(chunk)
+            self._release()
+            yield chunk, result
+
+    def _uses_cuda(self) -> bool:
+        """Whether this process's stages run on a CUDA GPU (``device`` cuda, or auto with one visible)."""
+        if self.config.device.startswith("cuda"):
+            return True
+        torch = sys.modules.get("torch")
+        return self.config.device == "auto" and torch is not None and torch.cuda.is_available()
 
     def report(self, out_dir: Path, wall: float, resumed: int) -> dict[str, Any]:
+        """The perception report (also ``OUT/perception/report.json``). ``stages`` holds, per step, the
+        images, seconds and images/s of the model calls (summed over actors on Ray), and ``gpu_seconds``:
+        seconds x the GPUs the stage held (1 in a process on a GPU, the stage's ``num_gpus`` on Ray)."""
         records = [json.loads(p.read_text()) for p in sorted((out_dir / "perception" / "items").glob("*.json"))]
         status = Counter(r["status"] for r in records)
         reasons = Counter(r.get("reason", "?") for r in records if r["status"] == "failed")
+        converted = Counter((r.get("image_meta") or {}).get("converted_from") for r in records if r["status"] == "ok")
+        converted.pop(None, None)
         per_stage = {}
-        for s in STAGE_ORDER:
+        local_gpus = 1.0 if self._uses_cuda() else 0.0
+        for s in STEPS:
             n, t = self.images_seen[s], self.timings[s]
-            per_stage[s] = {"backend": getattr(self.stages[s], "name", "?"),
-                            "model_id": getattr(self.stages[s], "model_id", "?"), "images": n,
+            stage = self.stages.get(s)
+            gpus = 0.0 if stage is None else self.gpus_held.get(s, local_gpus)
+            per_stage[s] = {"backend": "pillow" if stage is None else getattr(stage, "name", "?"),
+                            "model_id": None if stage is None else getattr(stage, "model_id", "?"), "images": n,
                             "seconds": round(t, 4), "images_per_s": round(n / t, 3) if t > 0 else None,
+                            "gpus": gpus, "gpu_seconds": round(t * gpus, 4),
                             "peak_gpu_memory_mb": None if self.peak_memory_mb[s] is None
                             else round(self.peak_memory_mb[s], 1)}
-            if isinstance(getattr(self.stages[s], "checkpoints", None), dict):  # routed by scene type
-                per_stage[s]["checkpoints"] = dict(self.stages[s].checkpoints)
+            if isinstance(getattr(stage, "checkpoints", None), dict):  # routed by scene type
+                per_stage[s]["checkpoints"] = dict(stage.checkpoints)
         report = {
             "config": self.config.to_dict(),
             "images": len(records),
@@ -553,11 +704,14 @@ class PerceptionPipeline:
             "filtered": status.get("filtered", 0),
             "failed": status.get("failed", 0),
             "failed_by_reason": dict(sorted(reasons.items())),
+            "duplicates": status.get("duplicate", 0),
+            "converted_from": dict(sorted(converted.items())),
             "intrinsics_sources": dict(Counter(r.get("intrinsics_source") for r in records if r["status"] == "ok")),
             "resumed": resumed,
             "stages": per_stage,
             "wall_s": round(wall, 3),
             "failures": [r for r in records if r["status"] == "failed"],
+            "duplicate_of": {r["image_id"]: r["duplicate_of"] for r in records if r["status"] == "duplicate"},
         }
         atomic_write_json(out_dir / "perception" / "report.json", report)
         return report

@@ -1,27 +1,34 @@
 """``spatialforge generate``: scene folders -> scene graphs -> QA -> Parquet shards + manifest.
 
-Scenes are processed in sorted order and grouped into shards of ``shard_size``. Each shard is
-written atomically together with a small state file; an interrupted run resumes by skipping
-complete shards (identical output, since every scene's randomness depends only on the seed and
-its id). Bad scenes are rejected with a one-line reason, recorded and counted; nothing is dropped
-silently.
+Scenes are processed in sorted order and cut into deterministic shards of ``shard_size``
+(:mod:`spatialforge.pipeline.shards`). :func:`process_shard` - a pure function of the shard and the
+config - loads, lifts, questions and encodes one shard; a runner (:mod:`spatialforge.pipeline.runners`:
+this process, a pool of worker processes, or Ray) calls it for every shard that is not complete yet,
+and :func:`run_generate`, the driver, writes each result atomically followed by its shard index.
+An interrupted run (Ctrl-C, SIGTERM, ``kill -9``, a full disk) resumes by skipping complete shards,
+with identical output: every scene's randomness depends only on the seed and its id, never on the
+runner or the worker count. Bad scenes are rejected with a one-line reason, recorded and counted;
+nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import math
 import platform
+import signal
 import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from tqdm import tqdm
 
 from spatialforge import __version__
@@ -30,14 +37,37 @@ from spatialforge.core.types import RGBDScene, SceneGraph
 from spatialforge.errors import SceneError, SpatialForgeError
 from spatialforge.geometry.config import GeometryConfig
 from spatialforge.geometry.scene_graph import build_scene_graph
-from spatialforge.io.dataset import atomic_write_json, encode_png, make_row, shard_name, write_shard
+from spatialforge.io.dataset import (
+    atomic_write_bytes,
+    atomic_write_json,
+    encode_png,
+    encode_shard,
+    json_bytes,
+    make_row,
+    write_shard_bytes,
+)
 from spatialforge.io.outdir import OutputKind
 from spatialforge.io.scene_folder import IMAGE_NAMES, find_scene_dirs, load_scene
+from spatialforge.pipeline.runners import CaughtSignal, Interrupted, RunnerConfig, run_shards, stop_on_signals
+from spatialforge.pipeline.shards import (
+    SceneResult,
+    ShardResult,
+    ShardSpec,
+    ShardWork,
+    build_index,
+    failures_by_reason,
+    index_path,
+    merge_state,
+    plan_shards,
+)
 from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
 
-__all__ = ["DATASET_OUTPUT", "GenerateConfig", "SceneOutcome", "process_scene", "run_generate", "scene_digest"]
+__all__ = ["DATASET_OUTPUT", "GenerateConfig", "SceneOutcome", "process_scene", "process_shard", "run_generate",
+           "scene_digest"]
 
-STAGES = ("load", "geometry", "qa", "write")
+#: The stages whose time the manifest reports (summed over scenes and workers; ``encode`` is the
+#: scene graph JSON and Parquet encoding in the worker, ``write`` the files the driver writes).
+STAGES = ("load", "geometry", "qa", "encode", "write")
 
 #: The output folder of ``spatialforge generate`` (and what ``--overwrite`` may delete in it): the
 #: dataset, its run state and, on photos, the scene folders and the perception records.
@@ -85,14 +115,36 @@ def _image_bytes(scene: RGBDScene, folder: Path) -> tuple[bytes, str]:
     return encode_png(scene.image), "image.png"
 
 
+def scene_id_problem(scene_id: str) -> str | None:
+    """Why ``scene_id`` cannot name files in the output (``None`` when it can): ids are single, printable
+    path components, so ``scene_graphs/<id>.json`` and ``images/<id>.png`` stay inside their folders."""
+    if scene_id in ("", ".", ".."):
+        return "is not a folder name"
+    if any(c in scene_id for c in "/\\") or not scene_id.isprintable():
+        return "contains a path separator or a control character"
+    return None
+
+
 def process_scene(folder: Path, config: GenerateConfig) -> SceneOutcome:
     """Load, lift and question one scene folder. Raises only on internal errors."""
+    folder = Path(folder)
     out = SceneOutcome(scene_id=folder.name, path=str(folder))
     t0 = time.perf_counter()
+    problem = scene_id_problem(folder.name)
+    if problem is not None:
+        out.rejected = {"scene_id": folder.name, "path": str(folder), "reason": "bad_scene_id",
+                        "message": f"{folder}: the scene id {folder.name!r} {problem}; give the scene folder a "
+                                   "plain name"}
+        return out
     try:
         scene = load_scene(folder)
     except SceneError as exc:
         out.rejected = {"scene_id": folder.name, "path": str(folder), "reason": exc.reason, "message": str(exc)}
+        out.timings["load"] = time.perf_counter() - t0
+        return out
+    except Image.DecompressionBombError as exc:  # PIL refuses to decode it: too many pixels for one image
+        out.rejected = {"scene_id": folder.name, "path": str(folder), "reason": "image_too_large",
+                        "message": f"{folder}: image too large to decode ({exc})"}
         out.timings["load"] = time.perf_counter() - t0
         return out
     t1 = time.perf_counter()
@@ -104,8 +156,77 @@ def process_scene(folder: Path, config: GenerateConfig) -> SceneOutcome:
     out.graph, out.qa = graph, qa
     out.row = make_row(scene.scene_id, image_bytes, f"{scene.scene_id}/{image_name}",
                        scene.intrinsics.width, scene.intrinsics.height, qa.qa, graph.gravity.source)
-    out.timings.update(load=t1 - t0, geometry=t2 - t1, qa=t3 - t2)
+    out.timings.update(load=t1 - t0, geometry=t2 - t1, qa=t3 - t2, encode=time.perf_counter() - t3)
     return out
+
+
+def process_one(folder: str | Path, config: GenerateConfig) -> SceneResult:
+    """One scene as a runner's unit of work: :func:`process_scene` plus its bookkeeping and its encoded
+    scene graph. A bad scene is a rejection and (without ``fail_fast``) an internal error a recorded
+    failure; raises only for errors that must stop the run."""
+    folder = Path(folder)
+    st = _new_state()
+    st["scenes"] = 1
+    try:
+        o = process_scene(folder, config)
+    except SpatialForgeError:
+        raise
+    except Exception as exc:  # record, count and continue: a bug must not lose the run
+        if config.fail_fast:
+            raise
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        st["errors"].append({"scene_id": folder.name, "path": str(folder), "reason": "internal_error", "error": tb})
+        return SceneResult(folder.name, str(folder), None, None, st, [f"error: {folder}: {tb}"])
+    messages = [f"rejected: {o.rejected['message']}"] if o.rejected is not None else []
+    _scene_stats(o, st)
+    graph_json = None
+    if o.row is not None:
+        st["qa_pairs"] = len(o.row["qa"])
+        if config.write_scene_graphs:
+            t = time.perf_counter()
+            g = o.graph.to_dict()
+            g["references"] = {str(k): v for k, v in o.qa.references.items()}
+            g["unreferable"] = o.qa.unreferable
+            graph_json = json_bytes(g)
+            st["timings_s"]["encode"] = st["timings_s"].get("encode", 0.0) + time.perf_counter() - t
+    return SceneResult(o.scene_id, str(folder), o.row, graph_json, st, messages)
+
+
+def scene_died(folder: str | Path, detail: str) -> SceneResult:
+    """The record of a scene that killed its worker process every time it was tried (reason ``worker_died``)."""
+    folder = Path(folder)
+    st = _new_state()
+    st["scenes"] = 1
+    st["errors"].append({"scene_id": folder.name, "path": str(folder), "reason": "worker_died", "error": detail})
+    return SceneResult(folder.name, str(folder), None, None, st, [])
+
+
+def assemble_shard(spec: ShardSpec, config: GenerateConfig, scenes: list[SceneResult]) -> ShardResult:
+    """The shard made of its scenes' results (in the shard's order): bookkeeping summed, rows encoded."""
+    st = _new_state()
+    for r in scenes:
+        merge_state(st, r.state)
+    rows = [r.row for r in scenes if r.row is not None]
+    t = time.perf_counter()
+    parquet = encode_shard(rows)
+    st["timings_s"]["encode"] = st["timings_s"].get("encode", 0.0) + time.perf_counter() - t
+    return ShardResult(spec=spec, parquet=parquet,
+                       graphs={r.scene_id: r.graph_json for r in scenes if r.graph_json is not None},
+                       state=st, row_ids=[r.scene_id for r in scenes if r.row is not None],
+                       messages=[m for r in scenes for m in r.messages])
+
+
+def process_shard(spec: ShardSpec, config: GenerateConfig, *,
+                  on_scene: Callable[[SceneResult], None] | None = None) -> ShardResult:
+    """Process one shard: a pure function of ``spec`` and ``config`` (reads the scene folders, writes
+    nothing), the same in this process, a worker process or a Ray task. ``on_scene`` (in-process
+    progress) is called after each scene."""
+    results = []
+    for folder in spec.folders:
+        results.append(process_one(folder, config))
+        if on_scene is not None:
+            on_scene(results[-1])
+    return assemble_shard(spec, config, results)
 
 
 def _scene_stats(o: SceneOutcome, st: dict[str, Any]) -> None:
@@ -197,95 +318,156 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "pyarrow": pyarrow.__version__}
 
 
+def _write(path: Path, write: Callable[[], Any]) -> None:
+    """Run one write of the driver; a full disk or an unwritable folder becomes one clear error."""
+    try:
+        write()
+    except OSError as exc:
+        raise SpatialForgeError(
+            f"{path}: cannot write ({exc.strerror or exc}); the run stopped, its complete shards are kept: "
+            "free some space or fix the folder, then rerun the same command to resume") from None
+
+
+def _sweep_temporary(out_dir: Path) -> int:
+    """Delete the temporary files a killed run left in the folders only ``generate`` writes."""
+    stale = [p for sub in ("data", "_state", "scene_graphs") for p in (out_dir / sub).glob(".*.tmp")]
+    stale += [p for name in ("manifest.json", "config.json") for p in out_dir.glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _complete(out_dir: Path, spec: ShardSpec, fp: str, digests: dict[str, str], log,
+              redone: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The index of ``spec`` if the shard is complete and still current, else None (it is to be done)."""
+    state_path = index_path(out_dir / "_state", spec)
+    shard_path = out_dir / "data" / spec.name
+    if not (state_path.is_file() and shard_path.is_file()):
+        return None
+    prev = _read_state(state_path)
+    if prev.get("fingerprint") != fp or prev.get("scene_ids") != spec.scene_ids:
+        raise SpatialForgeError(f"{out_dir}: holds output of a different configuration or scene list; "
+                                "use a new --out or --overwrite")
+    edited = sorted(k for k, v in digests.items() if (prev.get("inputs") or {}).get(k) != v)
+    if edited:
+        redone.append({"shard": spec.name, "edited": edited})
+        log(f"redoing {spec.name}: {count(len(edited), 'scene')} changed since it was written ({shown(edited)})")
+        return None
+    size = shard_path.stat().st_size
+    if prev.get("bytes") is not None and prev["bytes"] != size:
+        log(f"redoing {spec.name}: it holds {size} bytes, its index says {prev['bytes']} (replaced or cut)")
+        return None
+    return prev
+
+
 def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateConfig | None = None, *,
-                 progress: bool = True, log=None) -> dict[str, Any]:
-    """Generate the dataset; returns the manifest (also written to ``out_dir/manifest.json``)."""
+                 progress: bool = True, log=None, runner: RunnerConfig | None = None) -> dict[str, Any]:
+    """Generate the dataset; returns the manifest (also written to ``out_dir/manifest.json``).
+
+    ``runner`` says who processes the shards (default: this process; see
+    :mod:`spatialforge.pipeline.runners`); the rows are the same, byte for byte, whichever it is.
+    SIGINT / SIGTERM raise :class:`~spatialforge.pipeline.runners.Interrupted` after abandoning the
+    shards in flight (complete shards stay; the same call resumes). A failed write (full disk,
+    unwritable folder) raises :class:`SpatialForgeError` naming the file; no shard is left looking complete.
+    """
     cfg = config or GenerateConfig()
+    rcfg = runner or RunnerConfig()
     out_dir = Path(out_dir)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     folders = find_scene_dirs(scenes_dir)
     if not folders:
         raise SpatialForgeError(f"{scenes_dir}: no scene folders found (see docs/formats.md)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rcfg.name == "ray":  # Ray workers read the scene folders by path, whatever their working directory
+        folders = [f.absolute() for f in folders]
+    specs = plan_shards(folders, cfg.shard_size)
     state_dir = out_dir / "_state"
     fp = cfg.fingerprint()
-    n_shards = math.ceil(len(folders) / cfg.shard_size)
     scene_ids = [f.name for f in folders]
-    run_info = {"fingerprint": fp, "n_shards": n_shards, "scene_ids": scene_ids, "config": cfg.to_dict()}
+    run_info = {"fingerprint": fp, "n_shards": len(specs), "scene_ids": scene_ids, "config": cfg.to_dict()}
     run_path = state_dir / "run.json"
     if run_path.is_file():
         _check_same_run(_read_state(run_path), run_info, out_dir)
     elif any((out_dir / "data").glob("*.parquet")):
         raise SpatialForgeError(f"{out_dir}: data/ already holds Parquet shards from another run; "
                                 "use a new --out or --overwrite")
-    atomic_write_json(run_path, run_info)
+    _write(out_dir, lambda: out_dir.mkdir(parents=True, exist_ok=True))
+    _write(run_path, lambda: atomic_write_json(run_path, run_info))
+    swept = _sweep_temporary(out_dir)
+    if swept:
+        log(f"removed {count(swept, 'temporary file')} an interrupted run left behind")
     start = time.perf_counter()
-    states: list[dict[str, Any]] = []
-    resumed, redone = 0, []
-    bar = tqdm(total=len(folders), desc="generate", unit="scene", disable=not progress, file=sys.stderr)
-    for si in range(n_shards):
-        chunk = folders[si * cfg.shard_size:(si + 1) * cfg.shard_size]
-        shard_path = out_dir / "data" / shard_name(si, n_shards)
-        state_path = state_dir / f"shard-{si:05d}.json"
-        digests = {f.name: scene_digest(f) for f in chunk}
-        if state_path.is_file() and shard_path.is_file():
-            prev = _read_state(state_path)
-            if prev.get("fingerprint") != fp or prev.get("scene_ids") != [f.name for f in chunk]:
-                raise SpatialForgeError(
-                    f"{out_dir}: holds output of a different configuration or scene list; "
-                    "use a new --out or --overwrite")
-            edited = sorted(k for k, v in digests.items() if (prev.get("inputs") or {}).get(k) != v)
-            if not edited:
-                states.append(prev)
-                resumed += 1
-                bar.update(len(chunk))
-                continue
-            redone.append({"shard": shard_path.name, "edited": edited})
-            log(f"redoing {shard_path.name}: {count(len(edited), 'scene')} changed since it was written "
-                f"({shown(edited)})")
-        st = _new_state()
-        rows = []
-        for folder in chunk:
-            try:
-                outcome = process_scene(folder, cfg)
-            except SpatialForgeError:
-                raise
-            except Exception as exc:  # record, count and continue: a bug must not lose the run
-                if cfg.fail_fast:
-                    raise
-                tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                st["errors"].append({"scene_id": folder.name, "path": str(folder), "error": tb})
-                log(f"error: {folder}: {tb}")
-                bar.update(1)
-                continue
-            if outcome.rejected is not None:
-                log(f"rejected: {outcome.rejected['message']}")
-            _scene_stats(outcome, st)
-            if outcome.row is not None:
-                t = time.perf_counter()
-                rows.append(outcome.row)
-                if cfg.write_scene_graphs and outcome.graph is not None:
-                    g = outcome.graph.to_dict()
-                    g["references"] = {str(k): v for k, v in outcome.qa.references.items()}
-                    g["unreferable"] = outcome.qa.unreferable
-                    atomic_write_json(out_dir / "scene_graphs" / f"{outcome.scene_id}.json", g)
-                st["timings_s"]["write"] = st["timings_s"].get("write", 0.0) + time.perf_counter() - t
-            bar.update(1)
-        st["scenes"] = len(chunk)
-        st["qa_pairs"] = sum(len(r["qa"]) for r in rows)
-        t = time.perf_counter()
-        write_shard(shard_path, rows)
-        st["timings_s"]["write"] = st["timings_s"].get("write", 0.0) + time.perf_counter() - t
-        st.update(fingerprint=fp, shard=shard_path.name, rows=len(rows), scene_ids=[f.name for f in chunk],
-                  inputs=digests)
-        atomic_write_json(state_path, st)
-        states.append(json.loads(json.dumps(st)))
-    bar.close()
-    manifest = _manifest(states, cfg, scenes_dir, out_dir, len(folders), time.perf_counter() - start, resumed)
+    states: dict[int, dict[str, Any]] = {}
+    todo: list[ShardSpec] = []
+    digests: dict[int, dict[str, str]] = {}
+    redone: list[dict[str, Any]] = []
+    for spec in specs:
+        d = {Path(f).name: scene_digest(Path(f)) for f in spec.folders}
+        prev = _complete(out_dir, spec, fp, d, log, redone)
+        if prev is None:
+            todo.append(spec)
+            digests[spec.index] = d
+        else:
+            states[spec.index] = prev
+    resumed = len(states)
+    failed = [sum(len(s["rejected"]) + len(s["errors"]) for s in states.values())]
+    bar = tqdm(total=len(folders), initial=sum(len(s["scene_ids"]) for s in states.values()), desc="generate",
+               unit="scene", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar.set_postfix_str(f"{failed[0]} failed", refresh=False)
+
+    caught: CaughtSignal | None = None
+
+    def on_result(result: ShardResult) -> None:
+        for message in result.messages:
+            log(message)
+        with caught.deferred() if caught else contextlib.nullcontext():  # a signal waits until the index is written
+            states[result.spec.index] = _write_shard(out_dir, result, cfg, fp, digests[result.spec.index])
+        failed[0] += len(result.state["rejected"]) + len(result.state["errors"])
+        bar.set_postfix_str(f"{failed[0]} failed", refresh=False)
+
+    work = ShardWork(shard=process_shard, scene=process_one, assemble=assemble_shard, died=scene_died, config=cfg,
+                     setup=rcfg.setup)
+    try:
+        with stop_on_signals() as caught:
+            faults = run_shards(rcfg, todo, work, on_result, on_progress=bar.update, log=log)
+    except KeyboardInterrupt as exc:  # ours (Interrupted), or one a library made of it, or a plain Ctrl-C
+        signum = getattr(exc, "signum", None) or (caught.signum if caught else None) or signal.SIGINT
+        raise Interrupted(signum, f"stopped by {signal.Signals(signum).name}: {len(states)} of "
+                                  f"{count(len(specs), 'shard')} complete, the shards in flight abandoned; "
+                                  "rerun the same command to resume") from None
+    finally:
+        bar.close()
+    wall = time.perf_counter() - start
+    manifest = _manifest([states[i] for i in sorted(states)], cfg, scenes_dir, out_dir, len(folders), wall, resumed)
     manifest["shards_redone"] = redone
-    atomic_write_json(out_dir / "manifest.json", manifest)
-    atomic_write_json(out_dir / "config.json", cfg.to_dict())
+    manifest["runner"] = rcfg.describe()
+    manifest["worker_faults"] = faults
+    n_new = sum(len(s.folders) for s in todo)
+    manifest["throughput"] = {"scenes_processed": n_new, "scenes_per_s": round(n_new / wall, 2) if wall > 0 else 0.0}
+    _write(out_dir / "manifest.json", lambda: atomic_write_json(out_dir / "manifest.json", manifest))
+    _write(out_dir / "config.json", lambda: atomic_write_json(out_dir / "config.json", cfg.to_dict()))
     return manifest
+
+
+def _write_shard(out_dir: Path, result: ShardResult, cfg: GenerateConfig, fp: str,
+                 digests: dict[str, str]) -> dict[str, Any]:
+    """Write one finished shard: its scene graphs, its Parquet file, then (last) its index; returns the index."""
+    t = time.perf_counter()
+    spec = result.spec
+    graphs = out_dir / "scene_graphs"
+    if cfg.write_scene_graphs:
+        for sid in spec.scene_ids:
+            path = graphs / f"{sid}.json"
+            if sid in result.graphs:
+                _write(path, lambda p=path, b=result.graphs[sid]: atomic_write_bytes(p, b))
+            elif scene_id_problem(sid) is None:  # no row any more (edited into a rejection): no stale graph
+                _write(path, lambda p=path: p.unlink(missing_ok=True))
+    shard_path = out_dir / "data" / spec.name
+    _write(shard_path, lambda: write_shard_bytes(shard_path, result.parquet))
+    result.state["timings_s"]["write"] = result.state["timings_s"].get("write", 0.0) + time.perf_counter() - t
+    index = build_index(result, fingerprint=fp, inputs=digests)
+    state_path = index_path(out_dir / "_state", spec)
+    _write(state_path, lambda: atomic_write_json(state_path, index))
+    return json.loads(json.dumps(index, default=str))
 
 
 def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out_dir, n_found: int,
@@ -331,11 +513,14 @@ def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out
             "question_skips": dict(sorted(total("question_skips").items())),
             "qa_shortfall": sum(s["shortfall"] for s in states),
             "rejected_by_reason": dict(Counter(r["reason"] for r in rejected)),
+            "failed_by_reason": dict(Counter(e.get("reason", "internal_error") for e in errors)),
+            "failures_by_reason": failures_by_reason({"rejected": rejected, "errors": errors}),
         },
         "rejected": rejected,
         "failed": errors,
         "without_qa": without,
         "shards": [s["shard"] for s in states],
         "shards_resumed": resumed,
-        "timings_s": {k: round(v, 4) for k, v in timings.items()} | {"wall": round(wall, 3)},
+        "timings_s": {k: round(timings[k], 4) for k in (*STAGES, *sorted(set(timings) - set(STAGES)))
+                      if k in timings} | {"wall": round(wall, 3)},
     }

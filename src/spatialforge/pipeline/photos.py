@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Any
 
-from spatialforge.errors import RunFailedError, SpatialForgeError
+from tqdm import tqdm
+
+from spatialforge.errors import RunFailedError
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.perception.checks import count
 from spatialforge.pipeline.generate import GenerateConfig, run_generate
+from spatialforge.pipeline.sources import PhotoSource, Source, SourceReader
 
 __all__ = ["PhotoSource", "run_photos"]
-
-
-@dataclass(frozen=True)
-class PhotoSource:
-    """Where photos come from: a folder of image files, or a Hugging Face dataset (name or local path)."""
-
-    folder: Path | None = None
-    hf_dataset: str | None = None
-    split: str = "train"
-    image_column: str = "image"
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if (self.folder is None) == (self.hf_dataset is None):
-            raise SpatialForgeError("give either a folder of images or a Hugging Face dataset")
-
-
-def _items(source: PhotoSource, limits, focal: float | None) -> tuple[Iterator[Any], int | None]:
-    from spatialforge.perception.image_io import iter_hf_images, list_image_files, load_image_file
-
-    if source.folder is not None:
-        files = list_image_files(source.folder)
-        if source.limit is not None:
-            files = files[:source.limit]
-        if not files:
-            raise SpatialForgeError(f"{source.folder}: no image files (jpg, png, webp, ...)")
-        return (load_image_file(p, image_id, limits, focal) for image_id, p in files), len(files)
-    return iter_hf_images(source.hf_dataset, split=source.split, image_column=source.image_column,
-                          limit=source.limit, limits=limits, focal_length_px=focal), source.limit
 
 
 def _refresh_if_scenes_changed(out_dir: Path, cfg: GenerateConfig) -> None:
@@ -65,9 +38,18 @@ def _refresh_if_scenes_changed(out_dir: Path, cfg: GenerateConfig) -> None:
             shutil.rmtree(out_dir / derived, ignore_errors=True)
 
 
-def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate: GenerateConfig | None = None,
-               *, progress: bool = True) -> dict[str, Any]:
+def run_photos(source: PhotoSource | Source, out_dir: str | Path, pipeline: Any, generate: GenerateConfig | None = None,
+               *, progress: bool = True, runner: Any = None) -> dict[str, Any]:
     """Run perception (resumable) then the shared engine; returns the manifest with a ``perception`` section.
+
+    ``runner`` (a :class:`~spatialforge.pipeline.runners.RunnerConfig`) runs the engine's shards after
+    perception (default: in this process).
+
+    ``source``: a :class:`PhotoSource` (what the user names) or any
+    :class:`~spatialforge.pipeline.sources.Source`. The source is checked first (a missing column
+    or shard is one error before anything is written); its items are read lazily, shard by shard
+    (:class:`~spatialforge.pipeline.sources.SourceReader`: complete input shards of an earlier run
+    are skipped unopened), and its summary is the manifest's ``perception.source``.
 
     A folder whose perception records were made with another perception config is refused before
     any photo is read (:meth:`PerceptionPipeline.claim_output`); ``--overwrite`` (the CLI's
@@ -75,18 +57,38 @@ def run_photos(source: PhotoSource, out_dir: str | Path, pipeline: Any, generate
     became a scene: the run itself worked, its records say why each photo was left out.
     """
     out_dir = Path(out_dir)
+    src = source.build() if isinstance(source, PhotoSource) else source
+    src.open()
     pipeline.claim_output(out_dir)
-    items, total = _items(source, pipeline.config.limits, pipeline.config.focal_length_px)
-    report = pipeline.run(items, out_dir, progress=progress, total=total)
+    reader = SourceReader(src, out_dir, limit=source.limit if isinstance(source, PhotoSource) else None,
+                          log=lambda msg: tqdm.write(msg, file=sys.stderr))
+    executor = None
+    if runner is not None and runner.name == "ray":  # the model stages on Ray Data; geometry + QA as Ray tasks below
+        from spatialforge.pipeline.ray_photos import RayDataExecutor
+
+        executor = RayDataExecutor(pipeline, resources=runner.photo_resources(),
+                                   window_chunks=runner.window_chunks, max_retries=runner.max_retries,
+                                   address=runner.address, num_cpus=runner.workers if runner.workers > 1 else None,
+                                   setup=runner.setup, progress=progress,
+                                   log=lambda msg: tqdm.write(msg, file=sys.stderr))
+    report = pipeline.run(reader.items(), out_dir, progress=progress, total=reader.total, executor=executor)
+    if executor is not None:
+        report["runner"] = executor.describe()
+    source_summary = reader.finish()
     if report["ok"] == 0:
         reasons = ", ".join(f"{k} {v}" for k, v in report["failed_by_reason"].items())
+        dups = f", {report['duplicates']} duplicates" if report.get("duplicates") else ""
+        shards = (f"; {source_summary['shards_failed']} of {count(source_summary['shards'], 'input shard')} could "
+                  f"not be read" if source_summary["shards_failed"] else "")
         raise RunFailedError(
             f"no image became a scene: {count(report['images'], 'image')}, {report['filtered']} filtered out, "
-            f"{report['failed']} failed{f' ({reasons})' if reasons else ''} (see {out_dir}/perception/report.json)")
+            f"{report['failed']} failed{f' ({reasons})' if reasons else ''}{dups}{shards} "
+            f"(see {out_dir}/perception/report.json)")
     cfg = generate or GenerateConfig()
     _refresh_if_scenes_changed(out_dir, cfg)
-    manifest = run_generate(out_dir / "scenes", out_dir, cfg, progress=progress)
+    manifest = run_generate(out_dir / "scenes", out_dir, cfg, progress=progress, runner=runner)
     manifest["perception"] = {k: v for k, v in report.items() if k != "config"}
     manifest["perception"]["config"] = report["config"]
+    manifest["perception"]["source"] = source_summary
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest

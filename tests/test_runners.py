@@ -1,0 +1,236 @@
+"""Runners of `spatialforge generate` (issue 10): deterministic shards, a pure process_shard, shard indexes,
+the local process pool (--workers) and its options, the manifest. Ray: tests/test_runners_ray.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spatialforge.cli.main import main
+from spatialforge.errors import ConfigError, SpatialForgeError
+from spatialforge.io.dataset import ROW_SCHEMA
+from spatialforge.pipeline import GenerateConfig, run_generate
+from spatialforge.pipeline.generate import STAGES, process_shard, scene_digest
+from spatialforge.pipeline.runners import RunnerConfig, StageResources, available_cpus, load_runner_config
+from spatialforge.pipeline.shards import ShardSpec, plan_shards
+from spatialforge.qa import QAConfig
+
+
+def _cfg(shard_size: int = 2) -> GenerateConfig:
+    return GenerateConfig(qa=QAConfig(seed=0), shard_size=shard_size)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _quiet(*args: str) -> list[str]:
+    return [*args, "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def runs(synth_dir, tmp_path_factory):
+    """The same 6 scenes (3 shards of 2) in this process and with a pool of 2 workers."""
+    root = tmp_path_factory.mktemp("runners")
+    one = run_generate(synth_dir, root / "one", _cfg(), progress=False, log=lambda m: None)
+    two = run_generate(synth_dir, root / "two", _cfg(), progress=False, log=lambda m: None,
+                       runner=RunnerConfig(workers=2))
+    return (root / "one", one), (root / "two", two)
+
+
+# ----------------------------------------------------------------------------- shards
+def test_plan_shards_is_deterministic_and_covers_every_folder_once():
+    folders = [f"/s/scene_{i:02d}" for i in range(7)]
+    specs = plan_shards(folders, 3)
+    assert [s.name for s in specs] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert [list(s.folders) for s in specs] == [folders[0:3], folders[3:6], folders[6:7]]
+    assert [sid for s in specs for sid in s.scene_ids] == [Path(f).name for f in folders]
+    assert plan_shards(folders, 3) == specs
+    assert pickle.loads(pickle.dumps(specs)) == specs
+    with pytest.raises(ValueError, match="shard_size"):
+        plan_shards(folders, 0)
+
+
+def test_process_shard_is_pure_and_picklable(synth_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything written to a relative path would land here
+    [spec] = plan_shards(sorted(p for p in synth_dir.iterdir() if p.is_dir())[:2], 2)
+    before = {p: p.stat().st_mtime_ns for p in synth_dir.rglob("*")}
+    cfg = pickle.loads(pickle.dumps(_cfg()))
+    a = process_shard(spec, cfg)
+    b = pickle.loads(pickle.dumps(process_shard(spec, cfg)))
+    assert a.parquet == b.parquet and a.graphs == b.graphs and a.row_ids == b.row_ids == spec.scene_ids
+    assert list(tmp_path.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns for p in synth_dir.rglob("*")} == before
+    rows = pq.read_table(pa.BufferReader(a.parquet)).to_pylist()
+    assert [r["scene_id"] for r in rows] == spec.scene_ids
+    # the same bytes as the writer used before shards were encoded in workers (pq.write_table to a file)
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), tmp_path / "x.parquet", compression="zstd")
+    assert (tmp_path / "x.parquet").read_bytes() == a.parquet
+
+
+# ----------------------------------------------------------------------------- the local pool
+def test_workers_1_and_2_write_byte_identical_shards_and_scene_graphs(runs):
+    (one, m1), (two, m2) = runs
+    assert m1["shards"] == m2["shards"] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert _files(one / "data") == _files(two / "data")
+    assert _files(one / "scene_graphs") == _files(two / "scene_graphs")
+    for key in ("counts", "rejected", "failed", "without_qa", "shards", "fingerprint"):
+        assert m1[key] == m2[key], key
+    assert m1["runner"]["workers"] == 1 and m2["runner"]["workers"] == 2
+    for name in ("shard-00000.json", "shard-00001.json", "shard-00002.json"):
+        a, b = (json.loads((d / "_state" / name).read_text()) for d in (one, two))
+        a.pop("timings_s"), b.pop("timings_s")
+        assert a == b
+
+
+def test_shard_index_names_ids_rows_failures_inputs_and_the_file(runs, synth_dir):
+    (one, m), _ = runs
+    total_rows = 0
+    for i, name in enumerate(m["shards"]):
+        index = json.loads((one / "_state" / f"shard-{i:05d}.json").read_text())
+        data = (one / "data" / name).read_bytes()
+        assert index["format"] == "spatialforge-shard-index/1"
+        assert index["shard"] == name and index["index"] == i
+        assert index["fingerprint"] == _cfg().fingerprint()
+        assert index["bytes"] == len(data) and index["sha256"] == hashlib.sha256(data).hexdigest()
+        rows = pq.read_table(one / "data" / name, columns=["scene_id"]).to_pylist()
+        assert index["row_ids"] == [r["scene_id"] for r in rows] and index["rows"] == len(rows)
+        assert index["inputs"] == {s: scene_digest(synth_dir / s) for s in index["scene_ids"]}
+        assert index["failures_by_reason"] == {}
+        total_rows += index["rows"]
+    assert total_rows == m["counts"]["rows"] == 6
+
+
+def test_manifest_records_runner_stage_times_failures_and_wall(runs):
+    _, (_, m) = runs
+    assert m["runner"] == {"name": "local", "workers": 2, "max_retries": 2}
+    assert set(STAGES) <= set(m["timings_s"]) and m["timings_s"]["wall"] > 0
+    assert all(m["timings_s"][s] > 0 for s in STAGES)
+    assert m["counts"]["failures_by_reason"] == {} and m["counts"]["failed_by_reason"] == {}
+    assert m["worker_faults"] == {"worker_deaths": 0, "shards_retried": [], "shards_split": [], "scenes_died": []}
+    assert m["throughput"]["scenes_processed"] == 6 and m["throughput"]["scenes_per_s"] > 0
+
+
+def test_cli_workers_2_equals_workers_1_and_resumes_with_either(synth_dir, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(_quiet("generate", str(synth_dir), "--out", str(a), "--shard-size", "2")) == 0
+    assert main(_quiet("generate", str(synth_dir), "--out", str(b), "--shard-size", "2", "--workers", "2")) == 0
+    assert "runner: local, 2 workers" in capsys.readouterr().out
+    assert _files(a / "data") == _files(b / "data")
+    (b / "data" / "train-00001-of-00003.parquet").unlink()
+    assert main(_quiet("generate", str(synth_dir), "--out", str(b), "--shard-size", "2", "--workers", "auto")) == 0
+    assert "resumed 2 of 3 shards" in capsys.readouterr().out
+    assert _files(a / "data") == _files(b / "data")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "5000"])
+def test_bad_workers_value_fails_naming_the_flag(synth_dir, tmp_path, capsys, value):
+    assert main(_quiet("generate", str(synth_dir), "--out", str(tmp_path / "o"), "--workers", value)) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"error: argument --workers: must be an integer >= 1 (at most 4096) or 'auto', got '{value}'" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_workers_auto_is_every_cpu_this_process_may_use():
+    from spatialforge.pipeline.runners import parse_workers
+
+    assert parse_workers("auto") == available_cpus() >= 1
+    assert parse_workers(" 3 ") == 3
+
+
+def test_a_shard_file_that_differs_from_its_index_is_redone(runs, synth_dir, tmp_path):
+    import shutil
+
+    (one, _), _ = runs
+    out = tmp_path / "o"
+    shutil.copytree(one, out)
+    victim = out / "data" / "train-00001-of-00003.parquet"
+    victim.write_bytes(victim.read_bytes()[:-100])  # cut: a copy that went wrong
+    logged: list[str] = []
+    m = run_generate(synth_dir, out, _cfg(), progress=False, log=logged.append)
+    assert m["shards_resumed"] == 2
+    assert any(line.startswith("redoing train-00001-of-00003.parquet: it holds") for line in logged), logged
+    assert _files(out / "data") == _files(one / "data")
+
+
+def test_resume_sweeps_temporary_files_of_a_killed_run(runs, synth_dir, tmp_path):
+    import shutil
+
+    (one, _), _ = runs
+    out = tmp_path / "o"
+    shutil.copytree(one, out)
+    (out / "data" / ".train-00002-of-00003.parquet.k9x1.tmp").write_bytes(b"PAR1 torn")
+    (out / "_state" / ".shard-00002.json.abcd.tmp").write_text("{")
+    logged: list[str] = []
+    run_generate(synth_dir, out, _cfg(), progress=False, log=logged.append)
+    assert not list(out.rglob("*.tmp"))
+    assert "removed 2 temporary files an interrupted run left behind" in logged
+
+
+def test_progress_bar_shows_scenes_per_second_and_the_failure_count(synth_dir, tmp_path, capsys):
+    run_generate(synth_dir, tmp_path / "o", _cfg(), progress=True, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert "scene/s" in err and "0 failed" in err and "6/6" in err
+
+
+# ----------------------------------------------------------------------------- runner config
+def test_runner_config_file_and_flags(tmp_path):
+    f = tmp_path / "runner.toml"
+    f.write_text('runner = "ray"\nmax_retries = 4\nworker_setup = "json:dumps"\n'
+                 '[stages.cpu]\nnum_cpus = 2\nmemory = 1000000000\n')
+    cfg = load_runner_config(f)
+    assert (cfg.name, cfg.max_retries, cfg.setup) == ("ray", 4, ("json:dumps",))
+    assert cfg.cpu == StageResources(num_cpus=2, memory=1_000_000_000)
+    assert cfg.cpu.ray_options() == {"num_cpus": 2, "memory": 1_000_000_000}
+    over = load_runner_config(f, runner="local", workers=3, setup=["os:getpid"])
+    assert (over.name, over.workers, over.setup) == ("local", 3, ("json:dumps", "os:getpid"))
+    f.write_text("[stages.cpu]\nnum_gpu = 1\n")
+    with pytest.raises(ConfigError, match=r"runner\.toml: \[stages\.cpu\] may only set memory, num_cpus, num_gpus"):
+        load_runner_config(f)
+    f.write_text("workers = 0\n")
+    with pytest.raises(ConfigError, match=r"runner\.toml: workers must be an integer from 1"):
+        load_runner_config(f)
+    f.write_text("wrokers = 2\n")
+    with pytest.raises(ConfigError, match=r"runner\.toml: unknown key\(s\) wrokers"):
+        load_runner_config(f)
+    with pytest.raises(ConfigError, match="needs the ray runner"):
+        RunnerConfig(address="auto")
+    with pytest.raises(ConfigError, match="expected 'module:function'"):
+        RunnerConfig(setup=("no_colon",))
+
+
+def test_cli_config_errors_are_one_line_before_anything_is_written(synth_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    for extra, text in ((["--address", "auto"], "needs the ray runner"),
+                        (["--worker-setup", "no_such_module_xyz:f"], "cannot import no_such_module_xyz"),
+                        (["--worker-setup", "json:no_such_function"], "json has no function no_such_function"),
+                        (["--runner", "ray", "--workers", "2", "--address", "auto"], "has its own size")):
+        assert main(_quiet("generate", str(synth_dir), "--out", str(out), *extra)) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("spatialforge: error: ") and text in line, line
+        assert not out.exists()
+
+
+def test_ray_runner_without_ray_names_the_extra(synth_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if `ray` were not installed
+    assert main(_quiet("generate", str(synth_dir), "--out", str(tmp_path / "o"), "--runner", "ray")) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == ("spatialforge: error: 'ray' is required for --runner ray but is not installed: "
+                    "pip install 'spatialforge[ray]'")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SpatialForgeError, match=r"pip install 'spatialforge\[ray\]'"):
+        run_generate(synth_dir, tmp_path / "p", _cfg(), progress=False, runner=RunnerConfig(name="ray"))
+
+
+def test_shard_spec_checks_itself():
+    with pytest.raises(ValueError):
+        ShardSpec(3, 3, ("a",))
+    with pytest.raises(ValueError):
+        ShardSpec(0, 1, ())
