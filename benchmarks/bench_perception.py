@@ -146,23 +146,30 @@ def time_stage(name: str, models: dict[str, str], images: list[np.ndarray], boxe
             "images_per_s": round(len(images) / dt, 2), "peak_gpu_mb": None if peak is None else round(peak)}
 
 
+def default_config(models: dict[str, str], *, device: str, dtype: str = "float32", batch: int = 8):
+    """The default photo path's stages on the checkpoints of ``models`` (the CLIP filter keeps every photo)."""
+    from spatialforge.perception.config import PerceptionConfig, StageSpec
+
+    return PerceptionConfig(filter=StageSpec("clip", models["clip"], {"threshold": 0.0}),
+                            embedder=StageSpec("clip", models["clip"]),
+                            detector=StageSpec("florence2-regions", models["florence_regions"]),
+                            captioner=StageSpec("florence2", models["florence"]),
+                            segmenter=StageSpec("sam2", models["sam2"]),
+                            depth=StageSpec("depth-anything-v2", models["da"]),
+                            focal_estimator=StageSpec("depth-pro", models["dp"]),
+                            device=device, dtype=dtype, batch_size=batch)
+
+
 def end_to_end(models: dict[str, str], photos: Path, out: Path, batch: int, device: str, dtype: str,
                run: str = "default") -> dict:
     """The photo -> dataset path: ``default`` (Florence-2 regions, the default detector), ``tag-detect``
     (CLIP tags -> Grounding DINO, on the benchmark's 12 tags: the tiny Grounding DINO holds 16 tokens) or
     ``sam3`` (SAM 3 as detector and segmenter, on the same tags)."""
-    from spatialforge.perception.config import PerceptionConfig, StageSpec
+    from spatialforge.perception.config import StageSpec
     from spatialforge.perception.pipeline import PerceptionPipeline
     from spatialforge.pipeline.photos import PhotoSource, run_photos
 
-    cfg = PerceptionConfig(filter=StageSpec("clip", models["clip"], {"threshold": 0.0}),
-                           embedder=StageSpec("clip", models["clip"]),
-                           detector=StageSpec("florence2-regions", models["florence_regions"]),
-                           captioner=StageSpec("florence2", models["florence"]),
-                           segmenter=StageSpec("sam2", models["sam2"]),
-                           depth=StageSpec("depth-anything-v2", models["da"]),
-                           focal_estimator=StageSpec("depth-pro", models["dp"]),
-                           device=device, dtype=dtype, batch_size=batch)
+    cfg = default_config(models, device=device, dtype=dtype, batch=batch)
     if run == "tag-detect":
         cfg = cfg.with_overrides(detector=StageSpec("grounding-dino", models["gd"]), vocabulary=tuple(TAGS),
                                  score_threshold=0.0)

@@ -234,3 +234,120 @@ def test_shard_spec_checks_itself():
         ShardSpec(3, 3, ("a",))
     with pytest.raises(ValueError):
         ShardSpec(0, 1, ())
+
+
+def test_the_progress_bar_shows_the_failures_and_each_stages_throughput(synth_dir, tmp_path, capsys):
+    import re
+
+    bad = tmp_path / "scenes"
+    import shutil
+
+    shutil.copytree(synth_dir, bad)
+    (next(p for p in sorted(bad.iterdir()) if p.is_dir()) / "camera.json").write_text("{ not json")
+    run_generate(bad, tmp_path / "out", _cfg(), progress=True, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert re.search(r"1 failed \| load \d+/s geometry \d+/s qa \d+/s encode \d+/s write \d+/s", err), err[-400:]
+
+
+def test_runner_config_photo_stages_are_checked_and_kept(tmp_path):
+    path = tmp_path / "runner.toml"
+    path.write_text("runner = 'ray'\nwindow_chunks = 4\n[stages.depth]\nnum_gpus = 0.5\nconcurrency = 2\n"
+                    "[stages.decode]\nnum_cpus = 0.5\n")
+    rc = load_runner_config(path)
+    assert rc.window_chunks == 4
+    assert rc.photo_resources() == {"depth": {"num_gpus": 0.5, "concurrency": 2}, "decode": {"num_cpus": 0.5}}
+    for text, says in (("[stages.dpeth]\nnum_gpus = 1\n", "unknown photo stage"),
+                       ("[stages.depth]\nnum_gpu = 1\n", "unknown key"),
+                       ("[stages.depth]\nnum_gpus = 1.5\n", "whole number"),
+                       ("[stages.depth]\nconcurrency = 0\n", "concurrency"),
+                       ("[stages.decode]\nnum_gpus = 1\n", "decode"),
+                       ("window_chunks = 0\n", "window_chunks"),
+                       ("max_in_flight = true\n", "max_in_flight")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=says):
+            load_runner_config(path)
+    path.write_text("address = 'auto'\nrunner = 'ray'\n")
+    with pytest.raises(ConfigError, match=r"runner\.toml: .*--workers"):  # the file and the flag are named
+        load_runner_config(path, workers=4)
+
+
+class _Model:
+    """A stage with a model (for grouping only: never called)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.model_id = name, f"org/{name}"
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+
+def _pipe(with_models: tuple[str, ...], **config):
+    from spatialforge.perception.backends.depth import NoFocalEstimator
+    from spatialforge.perception.backends.stub import (
+        BoxSegmenter,
+        KeepAllFilter,
+        LabelCaptioner,
+        NoTextEmbedder,
+    )
+    from spatialforge.perception.config import PerceptionConfig
+    from spatialforge.perception.pipeline import PerceptionPipeline
+
+    stages = {"filter": KeepAllFilter(), "detector": _Model("det"), "captioner": LabelCaptioner(),
+              "segmenter": BoxSegmenter(), "depth": _Model("depth"), "focal_estimator": NoFocalEstimator(),
+              "embedder": NoTextEmbedder()}
+    stages |= {k: _Model(k) for k in with_models}
+    return PerceptionPipeline(PerceptionConfig(**config), stages)
+
+
+def test_photo_stages_are_grouped_into_actors_by_model():
+    from spatialforge.pipeline.ray_photos import photo_stage_groups
+
+    # stages without a model ride with the stage before them (the first ones with the next)
+    assert photo_stage_groups(_pipe(())) == [("filter", "detector", "captioner", "segmenter"),
+                                             ("depth", "focal_estimator", "embedder")]
+    every = ("filter", "detector", "captioner", "segmenter", "depth", "focal_estimator", "embedder")
+    assert photo_stage_groups(_pipe(every)) == [(s,) for s in every]
+    # a focal estimator that a fixed field of view never asks needs no actor
+    assert photo_stage_groups(_pipe(every, assumed_hfov_deg=60.0))[-3:] == [("segmenter",),
+                                                                            ("depth", "focal_estimator"),
+                                                                            ("embedder",)]
+    shared = _pipe(every)
+    shared.stages["captioner"]._model_source = shared.stages["detector"]  # one Florence-2 for both
+    assert ("detector", "captioner") in photo_stage_groups(shared)
+    joint = _pipe(every)
+    joint.stages["segmenter"].from_detector = True  # SAM 3: the detector's masks
+    assert ("detector", "captioner", "segmenter") in photo_stage_groups(joint)
+
+
+def test_photo_stage_resources_default_to_the_cluster_and_must_fit_it():
+    from spatialforge.pipeline.ray_photos import DEFAULT_GPU_SHARE, RayDataExecutor, photo_stage_resources
+
+    assert sum(DEFAULT_GPU_SHARE.values()) == pytest.approx(1.0)  # one copy of every model per GPU
+    gpu = photo_stage_resources({}, cluster_cpus=64, cluster_gpus=8)
+    assert gpu["depth"].concurrency == 8 and gpu["depth"].num_gpus == DEFAULT_GPU_SHARE["depth"]
+    cpu = photo_stage_resources({"depth": {"concurrency": 3}}, cluster_cpus=14, cluster_gpus=0)
+    assert cpu["filter"].num_gpus == 0 and cpu["filter"].num_cpus == 1.0 and cpu["depth"].concurrency == 3
+    ex = RayDataExecutor(_pipe(("filter", "depth")), resources={"depth": {"num_cpus": 2, "concurrency": 2}})
+    ex.resources = photo_stage_resources(ex.given, cluster_cpus=4, cluster_gpus=0)
+    with pytest.raises(ConfigError, match=r"need 4\.822 CPUs .*depth 2 x \(2 CPU, 0 GPU\).* has 4 CPUs"):
+        ex._check_fits(4.0, 0.0)
+    ex._check_fits(8.0, 0.0)  # fits
+    with pytest.raises(ConfigError, match="decode"):
+        RayDataExecutor(_pipe(()), resources={"decode": {"num_gpus": 1}})
+
+
+def test_a_shard_processed_by_another_spatialforge_version_is_refused(synth_dir, tmp_path, monkeypatch):
+    import spatialforge.pipeline.generate as gen
+
+    real = gen.process_shard
+
+    def other_version(spec, config, **kw):
+        result = real(spec, config, **kw)
+        result.version = "0.0.1"  # as a Ray node with an older install would return it
+        return result
+
+    monkeypatch.setattr(gen, "process_shard", other_version)
+    with pytest.raises(SpatialForgeError, match=r"train-00000-of-00003\.parquet was processed by spatialforge 0\.0\.1"):
+        run_generate(synth_dir, tmp_path / "out", _cfg(), progress=False, log=lambda m: None)
+    assert not list((tmp_path / "out" / "_state").glob("shard-*.json"))  # nothing of it was written

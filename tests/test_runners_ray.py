@@ -40,7 +40,8 @@ def faults_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(faults_file):
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
+    # one logical GPU (none exists here): photo stages then get their default GPU shares, counted as GPU-seconds
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
              logging_level=logging.WARNING, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), FAULTS_ENV: str(faults_file)}})
     yield
@@ -225,11 +226,17 @@ def test_photo_model_stages_on_ray_data_write_the_same_bytes_as_one_process(clus
     assert p["failed_by_reason"] == {"unreadable": 1} and p["ok"] == 7
     r = p["runner"]
     assert r["name"] == "ray-data" and r["windows"] == 2 and r["chunks"] == 3  # 8 photos, chunks of 3, 2 per window
-    assert r["stages"]["detector"] == {"num_cpus": 0.5, "concurrency": 2}
+    assert r["stages"]["detector"] == {"num_cpus": 0.5, "concurrency": 2, "num_gpus": 0.25}
     assert r["stages"]["depth"]["num_cpus"] == 0.25
     stages = p["stages"]
     assert stages["decode"]["images"] == 8 and stages["detector"]["images"] == 7 and stages["depth"]["images"] == 7
-    assert stages["detector"]["seconds"] > 0 and stages["depth"]["gpu_seconds"] == 0  # no GPU in this cluster
+    # the cluster's one (logical) GPU: each stage holds its default share, and its seconds count that much
+    assert r["stages"]["detector"]["num_gpus"] == 0.25 and r["stages"]["depth"]["num_gpus"] == 0.15
+    for stage, share in (("detector", 0.25), ("captioner", 0.25), ("depth", 0.15), ("focal_estimator", 0.15)):
+        assert stages[stage]["gpus"] == share
+        assert stages[stage]["gpu_seconds"] == pytest.approx(stages[stage]["seconds"] * share, abs=1e-3)
+    assert stages["detector"]["seconds"] > 0 and stages["decode"]["gpu_seconds"] == 0
+    assert m["gpu_seconds"]["total"] == pytest.approx(sum(v["gpu_seconds"] for v in stages.values()))
     assert m["runner"]["name"] == "ray"  # geometry + QA as Ray tasks
 
 
@@ -239,7 +246,8 @@ def test_a_photo_that_kills_its_actor_is_retried_then_recorded_and_the_rest_are_
     faults(photos=["p2", "p5"], how="os_exit", times={"p2": 1})
     out = tmp_path / "out"
     config = tmp_path / "runner.toml"
-    config.write_text(f"runner = 'ray'\nmax_retries = 1\nworker_setup = ['{PHOTO_HOOK}']\n")
+    config.write_text(f"runner = 'ray'\nmax_retries = 1\nworker_setup = ['{PHOTO_HOOK}']\n"
+                      "[stages.detector]\nnum_cpus = 0.5\n[stages.depth]\nnum_cpus = 0.5\n")
     assert main(_photo_argv(photos, out, photo_models, "--runner-config", str(config))) == 0
     records = {p.stem: json.loads(p.read_text()) for p in (out / "perception" / "items").glob("*.json")}
     assert records["p5"]["status"] == "failed" and records["p5"]["reason"] == "worker_died"

@@ -573,3 +573,30 @@ def test_no_scene_at_all_is_a_failed_run_saying_why_in_words(tmp_path):
     with pytest.raises(RunFailedError, match=r"no image became a scene: 1 image, 0 filtered out, 1 failed "
                                              r"\(too_small 1\)"):
         run_photos(PhotoSource(folder=photos), tmp_path / "out", _pipeline(oracle), GenerateConfig(), progress=False)
+
+
+def test_a_full_disk_while_writing_scenes_is_one_line_and_the_rerun_completes(tmp_path, monkeypatch):
+    import errno
+
+    import spatialforge.perception.pipeline as pl
+    from spatialforge.errors import SpatialForgeError
+
+    oracle, photos, _ = _photo_dir(tmp_path)
+    out = tmp_path / "out"
+    real, calls = pl.save_scene, []
+
+    def full_disk(scene, root, **kw):
+        calls.append(scene.scene_id)
+        if len(calls) == 3:  # the third scene: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(root / scene.scene_id))
+        return real(scene, root, **kw)
+
+    monkeypatch.setattr(pl, "save_scene", full_disk)
+    with pytest.raises(SpatialForgeError, match=r"out/scenes/\w+: cannot write \(No space left on device\); the run "
+                                                r"stopped"):
+        run_photos(PhotoSource(folder=photos), out, _pipeline(oracle, batch_size=2), GenerateConfig(), progress=False)
+    done = sorted(p.stem for p in (out / "perception" / "items").glob("*.json"))
+    assert calls[2] not in done  # the photo whose scene could not be written has no record: it is redone
+    monkeypatch.setattr(pl, "save_scene", real)
+    m = run_photos(PhotoSource(folder=photos), out, _pipeline(oracle, batch_size=2), GenerateConfig(), progress=False)
+    assert m["perception"]["ok"] == 4 and (out / "scenes" / calls[2] / "objects.json").is_file()

@@ -591,11 +591,17 @@ class PerceptionPipeline:
                 rec = rec | {"sha256": digests.pop(image_id)}
             atomic_write_json(items_dir / f"{image_id}.json", rec)
 
+        def postfix() -> None:  # the failures, then each stage's images per second of its own time
+            rates = [f"{k} {self.images_seen[k] / t:.1f}/s" for k, t in self.timings.items()
+                     if t > 0 and self.images_seen[k]]
+            bar.set_postfix_str(f"{counts['failed']} failed" + (" | " + " ".join(rates) if rates else ""),
+                                refresh=False)
+
         def fail(f: ItemFailure) -> None:
             log(f"failed: {f.message}")
             record(f.image_id, {"status": "failed"} | f.to_dict())
             counts["failed"] += 1
-            bar.set_postfix_str(f"{counts['failed']} failed", refresh=False)
+            postfix()
 
         seen: dict[str, str] = {}
         first: dict[str, str] = {}  # SHA-256 of the bytes -> the first image id with them
@@ -642,7 +648,24 @@ class PerceptionPipeline:
             if chunk:
                 yield chunk
 
-        for chunk, (scenes, failed, filtered) in (executor or self._local_executor)(chunks()):
+        try:
+            self._write_all(chunks(), executor, scenes_dir, record, fail, postfix, bar)
+        except OSError as exc:  # a full disk, an unwritable folder: one line; every record written is complete
+            where = Path(exc.filename) if exc.filename else out_dir
+            what = "cannot write" if where.absolute().is_relative_to(out_dir.absolute()) else "input/output error"
+            raise SpatialForgeError(f"{where}: {what} ({exc.strerror or exc}); the run stopped, the photos "
+                                    "recorded so far are kept: free some space or fix the folder, then rerun the "
+                                    "same command to resume") from None
+        bar.close()
+        for stage in self.stages.values():
+            stage.unload()
+        return self.report(out_dir, time.perf_counter() - start, counts["resumed"])
+
+    def _write_all(self, chunks: Iterable[list[Any]], executor: ChunkExecutor | None, scenes_dir: Path,
+                   record: Callable[[str, dict[str, Any]], None], fail: Callable[[ItemFailure], None],
+                   postfix: Callable[[], None], bar: Any) -> None:
+        """Run the chunks and write each one's scene folders and records (a record last: it marks the photo done)."""
+        for chunk, (scenes, failed, filtered) in (executor or self._local_executor)(chunks):
             for scene, extras in scenes:
                 folder = save_scene(scene, scenes_dir, depth_format="npy")
                 for name, payload in extras.items():
@@ -655,11 +678,8 @@ class PerceptionPipeline:
                 fail(f)
             for image_id, info in filtered.items():
                 record(image_id, {"status": "filtered", "reason": "filtered", "stage": "filter"} | info)
+            postfix()
             bar.update(len(chunk))
-        bar.close()
-        for stage in self.stages.values():
-            stage.unload()
-        return self.report(out_dir, time.perf_counter() - start, counts["resumed"])
 
     def _local_executor(self, chunks: Iterable[list[ImageItem | SourceItem]]) -> Iterator[tuple[list[Any], Any]]:
         for chunk in chunks:

@@ -90,5 +90,8 @@ def run_photos(source: PhotoSource | Source, out_dir: str | Path, pipeline: Any,
     manifest["perception"] = {k: v for k, v in report.items() if k != "config"}
     manifest["perception"]["config"] = report["config"]
     manifest["perception"]["source"] = source_summary
+    stages = report["stages"]
+    manifest["gpu_seconds"] = {"total": round(sum(v["gpu_seconds"] for v in stages.values()), 4),
+                               "by_stage": {k: v["gpu_seconds"] for k, v in stages.items()}}
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spatialforge import __version__
 from spatialforge.io.dataset import shard_name
 
 __all__ = [
@@ -102,6 +103,7 @@ class ShardResult:
     state: dict[str, Any]
     row_ids: list[str]
     messages: list[str] = field(default_factory=list)
+    version: str = __version__  # the spatialforge that processed it (a Ray node may have another installed)
 
 
 @dataclass(frozen=True)
