@@ -80,6 +80,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-failure-rate", type=fraction, default=None,
                    help="exit with status 1 when more than this share of the inputs was rejected or failed "
                         "(default: no limit; a run that produces no row always exits 1)")
+    p.add_argument("--composite", type=int_at_least(0), default=0, metavar="N",
+                   help="also ask up to N composite (multi-step) questions per scene: triangles, the closest of "
+                        "several, fits between, within a radius, ... (docs/conventions.md; 0: none)")
+    p.add_argument("--with-reasoning", action="store_true",
+                   help="write each composite answer in the chat messages as <think>the steps, with the exact "
+                        "measured values</think> then the answer (training data for chains; needs --composite)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_runner_options(p)
@@ -158,11 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG path (default: ./<scene id>_scene_graph.png; never inside the scene folder)")
     from spatialforge.cli.afford import add_afford
     from spatialforge.cli.eval import add_eval
+    from spatialforge.cli.reason import add_reason_parser
     from spatialforge.cli.train import add_train
 
     add_afford(sub)
     add_eval(sub)
     add_train(sub)
+    add_reason_parser(sub)
     return parser
 
 
@@ -213,8 +221,14 @@ def _generate_config(args):
     qa = QAConfig(qa_per_image=args.qa_per_image, quantitative_share=args.mix, units=args.units,
                   margin_m=args.margin, margin_rel=args.margin_rel, types=args.types,
                   exclude_types=args.exclude_types, seed=args.seed)
+    composite = None
+    if args.composite:
+        from spatialforge.qa.composite import CompositeConfig
+
+        composite = CompositeConfig(per_scene=args.composite, units=args.units, margin_m=args.margin,
+                                    margin_rel=args.margin_rel, seed=args.seed)
     return GenerateConfig(qa=qa, geometry=GeometryConfig(seed=args.seed), shard_size=args.shard_size,
-                          fail_fast=args.fail_fast)
+                          fail_fast=args.fail_fast, composite=composite, with_reasoning=args.with_reasoning)
 
 
 def _print_summary(manifest: dict, out: Path) -> None:
@@ -419,6 +433,12 @@ def _cmd_eval(args) -> int:
     return run_eval_command(args)
 
 
+def _cmd_reason(args) -> int:
+    from spatialforge.cli.reason import cmd_reason
+
+    return cmd_reason(args)
+
+
 def _cmd_afford(args) -> int:
     from spatialforge.cli.afford import run_afford
 
@@ -427,7 +447,7 @@ def _cmd_afford(args) -> int:
 
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
              "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
-             "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train}
+             "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train, "reason": _cmd_reason}
 
 
 def _quiet_broken_pipe() -> int:

@@ -860,6 +860,9 @@ _CLOCK_CONVENTION_AFTER = re.compile(
     r"\s*(?:is|being|=|means|represents|denotes|indicates|corresponds to|pointing|points|as|refers to|facing|"
     r"is defined as|is taken as)\b[^.;]{0,40}?\b(?:straight|direct|forward|ahead|away|front|behind|back|north|up|"
     r"towards?|the camera|facing|the direction)")
+# counts said in words ("one", "none", "no other objects", "zero"); digits and "three objects" are mentions
+_COUNT_WORDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|zero|none|nothing|"
+                          r"no(?=\s+(?:other\s+)?(?:objects?|things?|items?)\b))\b")
 _CLOCK_CONVENTION_BEFORE = re.compile(r"\b(?:with|where|if|assuming|taking|treating|considering|given)\s+$")
 
 
@@ -1051,8 +1054,9 @@ def parse_quantity(text: str, unit: str = "m", question: str | None = None) -> P
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if unit not in ("ratio", "clock") and unit not in LENGTH_UNITS:
-        raise ValueError(f"unit must be 'ratio', 'clock' or a length unit {tuple(LENGTH_UNITS)}, got {unit!r}")
+    if unit not in ("ratio", "clock", "count") and unit not in LENGTH_UNITS:
+        raise ValueError(f"unit must be 'ratio', 'clock', 'count' or a length unit {tuple(LENGTH_UNITS)}, "
+                         f"got {unit!r}")
     clean = normalize_text(text)
     if unit in LENGTH_UNITS and "scalar" in clean.lower():
         boxed = _boxed(clean, unit)
@@ -1080,6 +1084,20 @@ def parse_quantity(text: str, unit: str = "m", question: str | None = None) -> P
                 cands = [_Mention(1.0, 1.0, "times", same.start(), same.end(), ("implicit",))]
         cands = _drop_alternatives(low, cands)
         return _quantity_result(low, clean, cands, extra)
+    if unit == "count":
+        cands = [m for m in mentions if m.kind in ("bare", "other") and m.lo == int(m.lo) and m.hi == int(m.hi)
+                 and m.lo >= 0]
+        for wm in _COUNT_WORDS.finditer(low):
+            if not any(m.start <= wm.start() < m.end for m in mentions):
+                word = wm.group(1)
+                n = _ONES.get(word, 0) if word in _ONES else 0
+                cands.append(_Mention(float(n), float(n), "bare", wm.start(), wm.end(), ("implicit",) if not n
+                                      else ()))
+        cands.sort(key=lambda m: m.start)
+        res = _quantity_result(low, clean, cands, extra)
+        if res.status == "ok" and res.value is not None:
+            return ParsedAnswer("ok", int(res.value), res.flags, res.span)
+        return res
     if unit == "clock":
         hours = [m for m in mentions if m.kind == "clock" and m.lo >= 1 and m.hi < 13]
         if not hours:

@@ -53,6 +53,7 @@ __all__ = [
     "Benchmark",
     "benchmark_path",
     "build_synthetic_benchmark",
+    "composite_benchmark",
     "load_benchmark",
     "load_qspatial",
     "load_spatialforge",
@@ -456,12 +457,22 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
         if qa.get(key) is None:
             raise _Skip("missing_field", f"qa field {key!r} is missing")
     kind, unit = str(qa["kind"]), str(qa["unit"])
+    composite = kind == "composite"
+    if composite:  # a composite question (spatialforge.qa.composite): scored by its type's answer kind
+        from spatialforge.qa.composite import COMPOSITE_TYPES
+
+        ctype = COMPOSITE_TYPES.get(str(qa["type"]))
+        if ctype is None:
+            raise _Skip("unknown_type", f"composite type {qa['type']!r} is not one of {', '.join(COMPOSITE_TYPES)}")
+        kind = ctype.answer_kind
     try:
         subjects = [int(s) for s in (qa.get("subjects") or [])]
     except (TypeError, ValueError):
         raise _Skip("bad_record", f"qa subjects {qa.get('subjects')!r} are not object ids") from None
     names = [str(n) for n in (qa.get("names") or [])]
     meta = dict(meta, subjects=subjects, roles=list(qa.get("roles") or []), names=names)
+    if composite:
+        meta["composite"] = True
     common = {"id": str(qa["id"]), "benchmark": bench, "question": str(qa["question"]), "type": str(qa["type"]),
               "reference_answer": str(qa.get("answer") or ""), "image_bytes": image, "meta": meta}
     value = _finite(qa["value"], "qa value")
@@ -472,7 +483,14 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
             if value != int(value) or not 1 <= value <= 12:
                 raise _Skip("bad_truth", f"clock value {value} is not an hour 1-12")
             return BenchmarkItem(kind="quantitative", truth=int(value), unit="clock", **common)
-        raise _Skip("unknown_unit", f"quantitative unit {unit!r} is not one of m, ratio, clock")
+        if unit == "count":
+            if value != int(value) or value < 0:
+                raise _Skip("bad_truth", f"count value {value} is not a whole number >= 0")
+            try:
+                return BenchmarkItem(kind="quantitative", truth=int(value), unit="count", **common)
+            except ValueError:  # an eval.types without the count unit
+                raise _Skip("unknown_unit", "quantitative unit 'count' is not supported") from None
+        raise _Skip("unknown_unit", f"quantitative unit {unit!r} is not one of m, ratio, clock, count")
     if kind == "yes_no":
         if value not in (0.0, 1.0):
             raise _Skip("bad_truth", f"yes/no value {value} is not 1.0 or 0.0")
@@ -484,7 +502,8 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
         # the candidates are the subjects in roles A and B; a reference object (role C, as in "which
         # of A and B is closer to C?") is named by the question but is not an answer
         roles = [str(r) for r in (qa.get("roles") or [])]
-        keep = [i for i, r in enumerate(roles) if r in ("A", "B")] if len(roles) == len(subjects) else []
+        cand_roles = ctype.candidate_roles if composite else ("A", "B")
+        keep = [i for i, r in enumerate(roles) if r in cand_roles] if len(roles) == len(subjects) else []
         if len(keep) < 2:
             keep = list(range(len(subjects)))
         cand_ids, cand_names = [subjects[i] for i in keep], [names[i] for i in keep]
@@ -539,6 +558,35 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
     if descriptor is not None:
         info["descriptor"] = descriptor
     return col.finish(bench, str(root), info)
+
+
+def composite_benchmark(scenes: Iterable[tuple[Any, bytes | None]], config: Any = None,
+                        name: str = "spatialforge-composite") -> Benchmark:
+    """A composite-question benchmark (``spatialforge.qa.composite``) from ``(scene graph, image bytes)``
+    pairs: every question of :func:`~spatialforge.qa.composite.generate_composite` becomes an item scored by
+    its answer kind (``yes_no``, ``choice`` among its candidates, ``quantitative`` in ``m`` / ``clock`` /
+    ``count``), with ``meta["composite"] = True`` and ``meta["scene_id"]``. ``config``: a ``CompositeConfig``.
+    An image of ``None`` gives items without an image (for tool chains that read the scene graph only).
+    Composite rows of a ``spatialforge generate`` dataset are read by :func:`load_spatialforge` the same way.
+    """
+    from spatialforge.qa.composite import CompositeConfig, generate_composite
+
+    cfg = config if config is not None else CompositeConfig()
+    if not isinstance(cfg, CompositeConfig):
+        raise ConfigError(f"composite_benchmark: config must be a CompositeConfig, got {type(cfg).__name__}")
+    col = _Collector()
+    n_scenes = n_pairs = 0
+    for graph, image in scenes:
+        n_scenes += 1
+        for qa in generate_composite(graph, None, cfg):
+            n_pairs += 1
+            rec = dict(qa.to_dict(), value=float(qa.value))
+            try:
+                col.add(spatialforge_item(name, rec, image, {"scene_id": graph.scene_id}), graph.scene_id)  # type: ignore[arg-type]
+            except _Skip as skip:
+                col.skip(qa.id, skip.reason, f"{qa.id}: {skip}", graph.scene_id)
+    return col.finish(name, "scene graphs", {"format": "composite", "scenes": n_scenes, "records": n_pairs,
+                                             "config": cfg.to_dict()})
 
 
 # --------------------------------------------------------------------------------------------------

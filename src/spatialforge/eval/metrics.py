@@ -36,6 +36,8 @@ hour, hour_err, within_1h``. Fields that do not apply to a question's kind are `
   ``mra`` = (1/10) Σ_{θ ∈ {0.50, 0.55, …, 0.95}} 1[|ŷ − y| / y < 1 − θ] (strict; unanswered -> 0).
   A truth that is not finite or ≤ 0 makes the ratio undefined: the record gets ``invalid_truth =
   True`` and ``None`` for all of these fields.
+* quantitative, unit ``count`` (a whole number >= 0): ``correct`` = (value == truth); unanswered ->
+  ``False``; a truth that is not a whole number >= 0 sets ``invalid_truth``.
 * quantitative, unit ``clock`` (hours 1-12): the answer (which may hold minutes or be the midpoint
   of a range, e.g. 10.5 for "10:30") is turned into a whole ``hour`` by the item's convention,
   ``item.meta["clock_rounding"]``:
@@ -90,6 +92,9 @@ where ``n`` is its denominator; a rate with an empty denominator is ``{"value": 
     which differs only for a relative error exactly on one of the ten tolerances.
   - ``abs_rel_err_median`` / ``abs_rel_err_mean`` — median / mean of |ŷ − y| / y over the *answered*
     valid questions (SpatialRGPT-Bench reports the mean).
+* ``count`` (unit ``count``, the composite "how many objects ..." questions): ``accuracy`` = the answer is
+  exactly the true whole number / all count questions (unanswered or non-integer answers are wrong),
+  ``answered``.
 * ``clock`` (unit ``clock``): ``accuracy`` = exact hour / all clock questions, ``within_1h`` = circular
   error ≤ 1 hour / all clock questions (SpatialRGPT-Bench's direction success), ``answered``; the
   hour of an answer follows each item's rounding convention (above).
@@ -232,6 +237,13 @@ def score_item(item: BenchmarkItem, parsed: ParsedAnswer, answer_text: str = "")
     elif item.kind == "choice":
         rec["truth"] = int(item.truth)
         rec["correct"] = answered and value == int(item.truth)
+    elif item.unit == "count":  # a whole number: exact match only
+        truth = _finite_number(item.truth)
+        if truth is None or truth < 0 or truth != int(truth):
+            rec["invalid_truth"] = True
+            return rec
+        rec["truth"] = int(truth)
+        rec["correct"] = bool(answered and value == int(truth))
     elif item.unit == "clock":
         truth = _finite_number(item.truth)
         if truth is None:
@@ -372,6 +384,7 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
     qual = np.isin(kind, QUALITATIVE_KINDS)
     quant = (kind == "quantitative") & np.isin(unit, RATIO_UNITS) & ~invalid
     clock = (kind == "quantitative") & (unit == "clock") & ~invalid
+    count = (kind == "quantitative") & (unit == "count") & ~invalid
     all_q = np.ones(n, dtype=bool)
     rel = np.fromiter((_rel_err(r) for r in recs), dtype=float, count=n)
 
@@ -392,6 +405,8 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
     b.mean("clock.accuracy", correct, clock)
     b.mean("clock.within_1h", _flag(recs, lambda r: r.get("within_1h")), clock)
     b.mean("clock.answered", answered, clock)
+    b.mean("count.accuracy", correct, count)
+    b.mean("count.answered", answered, count)
     m = b.run()
 
     counts = {s: int(np.count_nonzero(status == s)) for s in STATUSES}
@@ -416,6 +431,8 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
         },
         "clock": {"n": int(np.count_nonzero((kind == "quantitative") & (unit == "clock"))),
                   "accuracy": m["clock.accuracy"], "within_1h": m["clock.within_1h"], "answered": m["clock.answered"]},
+        "count": {"n": int(np.count_nonzero((kind == "quantitative") & (unit == "count"))),
+                  "accuracy": m["count.accuracy"], "answered": m["count.answered"]},
     }
 
 
@@ -475,6 +492,7 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mean rel err", ("quantitative", "abs_rel_err_mean")),
     ("clock exact", ("clock", "accuracy")),
     ("clock ±1h", ("clock", "within_1h")),
+    ("count exact", ("count", "accuracy")),
     ("refusals", ("refusal_rate",)),
 )
 _DASH = "—"

@@ -14,7 +14,7 @@ __all__ = ["KINDS", "UNITS", "BenchmarkItem", "ParsedAnswer"]
 KINDS = ("quantitative", "yes_no", "choice")
 # quantitative units: "m" (metres), "ratio" (a pure number, e.g. height ratio), "clock" (hour 1-12);
 # qualitative units: "bool" (yes/no), "option" (choice: truth is an index into ``options``)
-UNITS = ("m", "ratio", "clock", "bool", "option")
+UNITS = ("m", "ratio", "clock", "bool", "option", "count")
 
 
 @dataclass(frozen=True)

@@ -108,13 +108,15 @@ def _qa_row(pair: QAPair) -> dict[str, Any]:
 
 
 def make_row(scene_id: str, image_bytes: bytes, image_name: str, width: int, height: int,
-             qa: Sequence[QAPair], gravity_source: str) -> dict[str, Any]:
+             qa: Sequence[QAPair], gravity_source: str, *, messages: list[dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """One dataset row; ``messages`` (default: :func:`messages_from_qa`) when answers carry reasoning."""
     return {
         "scene_id": scene_id,
         "image": {"bytes": image_bytes, "path": image_name},
         "width": width,
         "height": height,
-        "messages": messages_from_qa(qa),
+        "messages": messages_from_qa(qa) if messages is None else messages,
         "qa": [_qa_row(p) for p in qa],
         "gravity_source": gravity_source,
     }

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from spatialforge import __version__
 from spatialforge._text import count, shown
 from spatialforge.core.types import RGBDScene, SceneGraph
-from spatialforge.errors import SceneError, SpatialForgeError
+from spatialforge.errors import ConfigError, SceneError, SpatialForgeError
 from spatialforge.geometry.config import GeometryConfig
 from spatialforge.geometry.scene_graph import build_scene_graph
 from spatialforge.io.dataset import (
@@ -44,6 +44,7 @@ from spatialforge.io.dataset import (
     encode_shard,
     json_bytes,
     make_row,
+    messages_from_qa,
     write_shard_bytes,
 )
 from spatialforge.io.outdir import OutputKind
@@ -60,6 +61,7 @@ from spatialforge.pipeline.shards import (
     merge_state,
     plan_shards,
 )
+from spatialforge.qa.composite import CompositeConfig, generate_composite, reasoning_trace
 from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
 
 __all__ = ["DATASET_OUTPUT", "GenerateConfig", "SceneOutcome", "process_scene", "process_shard", "run_generate",
@@ -82,13 +84,20 @@ class GenerateConfig:
     shard_size: int = 256
     write_scene_graphs: bool = True
     fail_fast: bool = False
+    composite: CompositeConfig | None = None  # composite (multi-step) questions per scene; None: none
+    with_reasoning: bool = False  # composite answers in the chat messages as <think>steps</think> + answer
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise SpatialForgeError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.with_reasoning and self.composite is None:
+            raise ConfigError("--with-reasoning writes reasoning for composite questions: add --composite N")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"qa": self.qa.to_dict(), "geometry": self.geometry.to_dict(), "shard_size": self.shard_size}
+        d = {"qa": self.qa.to_dict(), "geometry": self.geometry.to_dict(), "shard_size": self.shard_size}
+        if self.composite is not None:  # absent when off: earlier runs keep their fingerprint
+            d.update(composite=self.composite.to_dict(), with_reasoning=self.with_reasoning)
+        return d
 
     def fingerprint(self) -> str:
         blob = json.dumps({"config": self.to_dict(), "version": __version__}, sort_keys=True)
@@ -153,9 +162,19 @@ def process_scene(folder: Path, config: GenerateConfig) -> SceneOutcome:
     qa = generate_qa(graph, config.qa)
     t3 = time.perf_counter()
     image_bytes, image_name = _image_bytes(scene, folder)
+    pairs, messages = list(qa.qa), None
+    if config.composite is not None:
+        composite = generate_composite(graph, qa.references, config.composite)
+        pairs += composite
+        if config.with_reasoning:  # the composite answers as step-by-step chains of exact measurements
+            messages = messages_from_qa(pairs)
+            units = config.composite.units
+            for k, pair in enumerate(pairs[len(qa.qa):], start=len(qa.qa)):
+                messages[2 * k + 1] = reasoning_trace(pair, graph, units)[1]
     out.graph, out.qa = graph, qa
     out.row = make_row(scene.scene_id, image_bytes, f"{scene.scene_id}/{image_name}",
-                       scene.intrinsics.width, scene.intrinsics.height, qa.qa, graph.gravity.source)
+                       scene.intrinsics.width, scene.intrinsics.height, pairs, graph.gravity.source,
+                       messages=messages)
     out.timings.update(load=t1 - t0, geometry=t2 - t1, qa=t3 - t2, encode=time.perf_counter() - t3)
     return out
 
@@ -245,9 +264,9 @@ def _scene_stats(o: SceneOutcome, st: dict[str, Any]) -> None:
     st["objects_unreferable"] += len(o.qa.unreferable)
     st["question_skips"].update(o.qa.skips)
     st["shortfall"] += o.qa.shortfall
-    for p in o.qa.qa:
-        st["per_type"][p.type] += 1
-        st["per_kind"][p.kind] += 1
+    for p in o.row["qa"] if o.row is not None else ():  # the engine's questions and any composite ones
+        st["per_type"][p["type"]] += 1
+        st["per_kind"][p["kind"]] += 1
     if not o.qa.qa:
         reason = "no_measurable_objects" if len(o.graph.objects) < 1 else "no_askable_question"
         st["without_qa"].append({"scene_id": o.scene_id, "reason": reason})

@@ -18,13 +18,58 @@ from spatialforge.qa.catalog import CATALOG, EvalContext, QuestionType, Skip
 from spatialforge.qa.numbers import UNIT_SYSTEMS, say_clock, say_length, say_ratio
 from spatialforge.qa.refer import Reference, resolve_references
 
-__all__ = ["QAConfig", "QAResult", "generate_qa", "scene_rng"]
+__all__ = ["QAConfig", "QAResult", "TypeSelection", "generate_qa", "scene_rng"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Z])\}")
 
 
+class TypeSelection:
+    """What the QA and composite configs share: units, the near-tie margins and a selection of types.
+
+    A subclass names its catalogue (``_catalog()``: id -> type) and a word for errors (``_WHAT``); it has
+    the fields ``units``, ``margin_m``, ``margin_rel``, ``min_length_m``, ``types`` and ``exclude_types``.
+    """
+
+    _WHAT = "question"
+
+    @classmethod
+    def _catalog(cls) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _check_selection(self) -> None:
+        if self.units not in UNIT_SYSTEMS:
+            raise ConfigError(f"units must be one of {', '.join(UNIT_SYSTEMS)}, got {self.units!r}")
+        for name in ("margin_m", "margin_rel", "min_length_m"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+        known = self._catalog()
+        unknown = [t for t in (self.types or ()) + tuple(self.exclude_types) if t not in known]
+        if unknown:
+            raise ConfigError(f"unknown {self._WHAT} type(s): {', '.join(unknown)} ({self._known_hint()})")
+        if not self.enabled_types():
+            raise ConfigError(f"no {self._WHAT} type left after the types / exclude-types selection")
+
+    def _known_hint(self) -> str:
+        return "known: " + ", ".join(self._catalog())
+
+    def enabled_types(self) -> list[Any]:
+        known = self._catalog()
+        ids = self.types if self.types else tuple(known)
+        return [known[t] for t in ids if t not in self.exclude_types]
+
+    def context(self) -> EvalContext:
+        return EvalContext(margin_m=self.margin_m, margin_rel=self.margin_rel, min_length_m=self.min_length_m)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["types"] = list(self.types) if self.types else None
+        d["exclude_types"] = list(self.exclude_types)
+        return d
+
+
 @dataclass(frozen=True)
-class QAConfig:
+class QAConfig(TypeSelection):
     """QA synthesis settings. ``quantitative_share`` is the target share of quantitative questions."""
 
     qa_per_image: int = 10
@@ -43,29 +88,14 @@ class QAConfig:
             raise ConfigError(f"qa_per_image must be >= 1, got {self.qa_per_image}")
         if not 0.0 <= self.quantitative_share <= 1.0:
             raise ConfigError(f"quantitative_share (--mix) must be in [0, 1], got {self.quantitative_share}")
-        if self.units not in UNIT_SYSTEMS:
-            raise ConfigError(f"units must be one of {', '.join(UNIT_SYSTEMS)}, got {self.units!r}")
-        for name in ("margin_m", "margin_rel", "min_length_m"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        unknown = [t for t in (self.types or ()) + tuple(self.exclude_types) if t not in CATALOG]
-        if unknown:
-            raise ConfigError(f"unknown question type(s): {', '.join(unknown)} (see `spatialforge catalog`)")
-        if not self.enabled_types():
-            raise ConfigError("no question type left after --types / --exclude-types")
+        self._check_selection()
 
-    def enabled_types(self) -> list[QuestionType]:
-        ids = self.types if self.types else tuple(CATALOG)
-        return [CATALOG[t] for t in ids if t not in self.exclude_types]
+    @classmethod
+    def _catalog(cls) -> dict[str, QuestionType]:
+        return CATALOG
 
-    def context(self) -> EvalContext:
-        return EvalContext(margin_m=self.margin_m, margin_rel=self.margin_rel, min_length_m=self.min_length_m)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["types"] = list(self.types) if self.types else None
-        d["exclude_types"] = list(self.exclude_types)
-        return d
+    def _known_hint(self) -> str:
+        return "see `spatialforge catalog`"
 
 
 @dataclass
