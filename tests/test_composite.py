@@ -387,3 +387,34 @@ def test_generate_writes_composite_questions_and_reasoning_and_fingerprints_them
     assert main([*argv[:7], "--composite", "2"]) == 2  # another composite setting: refused, named
     assert "composite" in capsys.readouterr().err
     assert main(["generate", str(synth_dir), "--out", str(tmp_path / "o2"), "--with-reasoning"]) == 2
+
+
+def test_a_reasoning_block_is_not_read_as_the_answer():
+    from spatialforge.eval.answers import parse_answer, strip_reasoning
+
+    chain = "<think>\n1. The mug is 2.40 m from the lamp.\n2. The chair is 0.80 m from it.\n</think>\n"
+    got = parse_answer(chain + "The difference is about 1.6 m.", "quantitative", "m",
+                       question="By how much is the mug farther from the lamp than the chair?")
+    assert got.value == pytest.approx(1.6)
+    assert parse_answer(chain + "No.", "yes_no", "bool", question="Do they form a right triangle?").value is False
+    # a chain that never closes gave no answer: nothing in it counts
+    assert parse_answer("<think>1. The mug is 2.40 m away", "quantitative", "m").value is None
+    assert strip_reasoning("<THINK>x</THINK> Yes") == "Yes" and strip_reasoning("plain") == "plain"
+
+
+def test_training_on_a_dataset_with_reasoning_learns_the_chains(synth_dir, tmp_path):
+    from spatialforge.cli.main import main
+    from spatialforge.vlmtrain.data import SpatialExamples
+
+    out = tmp_path / "out"
+    assert main(["generate", str(synth_dir), "--out", str(out), "--no-progress", "--qa-per-image", "2",
+                 "--composite", "2", "--with-reasoning"]) == 0
+    answers = [m["content"][0]["text"] for i in range(len(SpatialExamples(out, 8)))
+               for m in SpatialExamples(out, 8).messages(i) if m["role"] == "assistant"]
+    chains = [a for a in answers if a.startswith("<think>")]
+    assert chains and len(chains) < len(answers)  # composite answers carry their chain, the engine's do not
+    plain = tmp_path / "plain"
+    assert main(["generate", str(synth_dir), "--out", str(plain), "--no-progress", "--qa-per-image", "2",
+                 "--composite", "2"]) == 0
+    assert not any(m["content"][0]["text"].startswith("<think>") for i in range(len(SpatialExamples(plain, 8)))
+                   for m in SpatialExamples(plain, 8).messages(i) if m["role"] == "assistant")

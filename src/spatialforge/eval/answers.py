@@ -176,6 +176,7 @@ __all__ = [
     "parse_choice",
     "parse_quantity",
     "parse_yes_no",
+    "strip_reasoning",
     "to_metres",
     "unit_of",
 ]
@@ -1907,7 +1908,12 @@ def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = (), *
     ``subjects`` (the names of the compared objects in role order, for yes / no) are optional: with
     them, a reply that states a relation instead of yes / no or an option name is compared with the
     asked relation, and of several lengths the one of the question's subject is preferred.
+
+    A reasoning model's ``<think>...</think>`` block (the layout ``--with-reasoning`` trains) is not part of
+    the answer: only the text after it is read, so the intermediate measurements of the chain never count
+    as the answer. A reply that opens a ``<think>`` block and never closes it has no answer.
     """
+    text = strip_reasoning(text)
     if kind == "quantitative":
         return parse_quantity(text, unit, question)
     if kind == "yes_no":
@@ -1915,6 +1921,18 @@ def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = (), *
     if kind == "choice":
         return parse_choice(text, options, question, qtype=qtype)
     raise ValueError(f"kind must be 'quantitative', 'yes_no' or 'choice', got {kind!r}")
+
+
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> str:
+    """``text`` without its ``<think>...</think>`` blocks; an unclosed ``<think>`` drops the rest (no answer yet)."""
+    if not isinstance(text, str) or "<think>" not in text.lower():
+        return text
+    out = _THINK.sub(" ", text)
+    cut = out.lower().find("<think>")
+    return (out if cut < 0 else out[:cut]).strip()
 
 
 def item_subjects(item: Any) -> tuple[str, ...]:

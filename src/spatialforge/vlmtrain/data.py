@@ -182,6 +182,16 @@ def _spatial_prompt(qa: Any, style: str, where: str) -> tuple[str, str]:
     return build_prompt(item, style), item.reference_answer
 
 
+def _reasoned(messages: Any, k: int, answer: str) -> str:
+    """The training target of the ``k``-th QA pair: its answer, or, when the dataset was generated with
+    ``--with-reasoning``, the row's ``<think>steps</think>`` + answer turn for it (the chain to learn)."""
+    try:
+        text = messages[2 * k + 1]["content"][0]["text"]
+    except (TypeError, IndexError, KeyError):
+        return answer
+    return text if isinstance(text, str) and text.startswith("<think>") and text.endswith(answer) else answer
+
+
 class SpatialExamples:
     """The chunked QA conversations of a ``spatialforge generate`` output (images decoded on access).
 
@@ -206,7 +216,7 @@ class SpatialExamples:
         if not files:
             raise DatasetError(f"{self.out_dir}: no Parquet shards under data/ (is this a spatialforge generate "
                                "output?)", path=str(self.out_dir))
-        rows = list(iter_rows(self.out_dir, columns=["scene_id", "qa"]))
+        rows = list(iter_rows(self.out_dir, columns=["scene_id", "qa", "messages"]))
         self._images = []
         for f in files:
             try:
@@ -226,6 +236,7 @@ class SpatialExamples:
                 continue
             where = f"{self.out_dir} scene {row['scene_id']!r}"
             turns = [_spatial_prompt(qa, self.prompt_style, where) for qa in row["qa"]]
+            turns = [(q, _reasoned(row.get("messages"), k, a)) for k, (q, a) in enumerate(turns)]
             for start in range(0, len(turns), max_qa_per_example):
                 chunk = turns[start:start + max_qa_per_example]
                 self._items.append((r, [q for q, _ in chunk], [a for _, a in chunk]))
