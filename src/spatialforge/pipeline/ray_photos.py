@@ -163,7 +163,7 @@ class _Steps:
     """Runs some steps of the pipeline on each chunk of a batch (Ray Data rows: ``key``, ``chunk``, ``stats``,
     ``error``); an error that must stop the run travels as data, so that Ray does not retry it."""
 
-    def __init__(self, config: Any, stages: dict[str, Any], steps: tuple[str, ...], setup: tuple[str, ...] = ()):
+    def __init__(self, config: Any, stages: bytes, steps: tuple[str, ...], setup: tuple[str, ...] = ()):
         from spatialforge.pipeline.runners import _setup_once
 
         for hook in setup:
