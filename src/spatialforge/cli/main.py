@@ -165,12 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     from spatialforge.cli.afford import add_afford
     from spatialforge.cli.eval import add_eval
     from spatialforge.cli.reason import add_reason_parser
+    from spatialforge.cli.reward import add_reward_parser
     from spatialforge.cli.train import add_train
 
     add_afford(sub)
     add_eval(sub)
     add_train(sub)
     add_reason_parser(sub)
+    add_reward_parser(sub)
     return parser
 
 
@@ -439,6 +441,12 @@ def _cmd_reason(args) -> int:
     return cmd_reason(args)
 
 
+def _cmd_reward(args) -> int:
+    from spatialforge.cli.reward import cmd_reward
+
+    return cmd_reward(args)
+
+
 def _cmd_afford(args) -> int:
     from spatialforge.cli.afford import run_afford
 
@@ -447,7 +455,8 @@ def _cmd_afford(args) -> int:
 
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
              "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
-             "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train, "reason": _cmd_reason}
+             "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train, "reason": _cmd_reason,
+             "reward": _cmd_reward}
 
 
 def _quiet_broken_pipe() -> int:
