@@ -34,7 +34,8 @@ REWARD_OUTPUT = OutputKind("reward", owns=("reward.csv", "reward.json", "reward.
 DETECTORS = ("owlv2", "grounding-dino")
 SEGMENTERS = ("sam2", "sam", "box")
 DEPTHS = ("depth-anything-v2", "depth-pro", "zoedepth")
-CSV_COLUMNS = ("frame", "time_s", "distance_m", "reward", "progress", "confidence", "interpolated", "success")
+CSV_COLUMNS = ("frame", "time_s", "distance_m", "reward", "progress", "confidence", "interpolated", "success",
+               "tracked", "redetected")
 
 _VERBS = (r"move|bring|put|place|push|slide|carry|take|drag|lift|hand|drop|lower|guide|get|pick up|pick")
 _PREPOSITIONS = (r"next to|close to|closer to|up to|on top of|in front of|towards|toward|onto|into|near|"
@@ -79,6 +80,7 @@ def _nonempty(text: str) -> str:
 def add_reward_parser(sub: Any) -> argparse.ArgumentParser:
     """Add ``reward`` to the subparsers ``sub`` (of a :class:`spatialforge.cli.options.Parser`)."""
     from spatialforge.reward.engine import DISTANCE_KINDS, REWARD_KINDS, RewardConfig
+    from spatialforge.reward.tracker import TRACKERS
 
     defaults = RewardConfig()
     p = sub.add_parser(
@@ -150,6 +152,12 @@ def add_reward_parser(sub: Any) -> argparse.ArgumentParser:
                         "depth-anything-v2: the --depth-scene checkpoint)")
     g.add_argument("--depth-scene", choices=("indoor", "outdoor"), default="indoor",
                    help="depth-anything-v2: the indoor (max 20 m) or outdoor (max 80 m) checkpoint")
+    g.add_argument("--tracker", choices=TRACKERS, default="none",
+                   help="none (the default, which downloads no extra model): detect and segment every frame, "
+                        "identity by overlap; sam2: detect until both things are found, then follow them with SAM 2 "
+                        "video (re-detecting a thing where the tracker loses it); see docs/reward.md, Tracking")
+    g.add_argument("--tracker-model", default=None,
+                   help="model id or local folder for --tracker sam2 (default: facebook/sam2.1-hiera-large)")
     g.add_argument("--score-threshold", type=number_at_least(0.0, high=1.0), default=defaults.min_score,
                    help="detections scoring lower are ignored, from 0 to 1")
     g.add_argument("--batch-size", type=int_at_least(1), default=defaults.batch_size, help="frames per model call")
@@ -225,10 +233,17 @@ def _build_stages(args: argparse.Namespace, specs: dict[str, Any]) -> dict[str, 
     return stages
 
 
+def _build_tracker(args: argparse.Namespace) -> Any:
+    """The --tracker stage (None for ``none``), built, not loaded; --tracker-model without a tracker is an error."""
+    from spatialforge.reward.tracker import build_tracker
+
+    return build_tracker(args.tracker, args.tracker_model, device=args.device, dtype=args.dtype)
+
+
 def _local_inputs(args: argparse.Namespace) -> list[Path]:
     """The input and every model given as a local folder: --out may be none of them, nor inside them."""
     out = [args.input]
-    for flag in (args.detector_model, args.segmenter_model, args.depth_model):
+    for flag in (args.detector_model, args.segmenter_model, args.depth_model, args.tracker_model):
         if flag is not None and Path(flag).exists():
             out.append(Path(flag))
     return out
@@ -242,7 +257,8 @@ def _write_csv(result: Any, path: Path) -> None:
         for row in result.rows:
             d = row.to_dict()
             writer.writerow([d["frame"], d["time_s"], d["distance_m"], d["reward"], d["progress"], d["confidence"],
-                             int(bool(d["interpolated"])), int(bool(d["success"]))])
+                             int(bool(d["interpolated"])), int(bool(d["success"])), int(bool(d["tracked"])),
+                             int(bool(d["redetected"]))])
 
 
 def _write_json(result: Any, traj: Any, provenance: dict[str, Any], path: Path) -> None:
@@ -330,6 +346,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
     config = _reward_config(args)
     specs = _stage_specs(args)
     stages = _build_stages(args, specs)
+    tracker = _build_tracker(args)
     # 2. claim the output folder
     prepared = prepare_output_dir(args.out, REWARD_OUTPUT, inputs=_local_inputs(args), overwrite=args.overwrite)
     if prepared.resumed and any(REWARD_OUTPUT.owned(e.name) and e.name != ".spatialforge-output.json"
@@ -351,10 +368,10 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
     need_depth = any(f.depth is None for f in traj.frames)
     used = {k: s for k, s in stages.items() if k != "depth" or need_depth}
-    for stage in used.values():
+    for stage in [*used.values(), *([tracker] if tracker is not None else [])]:
         stage.load()
     result = annotate_reward(traj, names[0], names[1], config=config,
-                             perception=RewardStages(used["detector"], used["segmenter"], used.get("depth")))
+                             perception=RewardStages(used["detector"], used["segmenter"], used.get("depth"), tracker))
     provenance = {
         "input": str(args.input), "input_kind": kind, "source": traj.source, "episode_id": traj.episode_id,
         "instruction": traj.instruction if args.instruction is None else args.instruction,
@@ -363,6 +380,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
         "frame_size": [w, h], "config": config.to_dict(),
         "stages": {k: {"backend": specs[k].backend, "model_id": getattr(s, "model_id", None)}
                    for k, s in used.items()},
+        "tracker": None if tracker is None else {"backend": args.tracker, "model_id": tracker.model_id},
     }
     out = prepared.path
     _write_csv(result, out / "reward.csv")

@@ -30,13 +30,22 @@ the ends), ``interpolated = True`` and confidence 0.
 first frame's distance (0 at the start, 1 at contact, negative when moving away); ``success``: 1 when
 ``d < success_threshold_m`` else 0. Every row carries all three quantities (``distance_m``, ``progress``,
 ``success``); ``reward`` is the chosen one.
+
+**Tracking** (``RewardStages(tracker=...)``, e.g. :class:`spatialforge.reward.tracker.Sam2VideoTracker`). The
+detector runs frame by frame only until both things are found in one frame ``s`` (usually the first); the
+tracker is prompted there with the two chosen boxes and its masks replace detection and segmentation in every
+later frame (a thing's box is its mask's bounding box; its score the tracker's object score, identity 1). In a
+frame where the tracker lost a thing (None), the detector looks for it again with the identity-by-overlap rule
+(the previous box being the last tracked or detected one), and the segmenter segments what it finds, so a lost
+track recovers; a thing found neither way is "not found" as above. Rows say ``tracked`` (both masks from the
+tracker) and ``redetected`` (the detector was asked again for a thing the tracker lost); the summary counts both.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -126,17 +135,24 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class RewardStages:
-    """The perception stages: a detector (required), a segmenter (None: the boxes are the masks) and a
-    depth stage (needed only for frames without sensor depth)."""
+    """The perception stages: a detector (required), a segmenter (None: the boxes are the masks), a
+    depth stage (needed only for frames without sensor depth) and a tracker (None: per-frame detection).
+
+    A tracker has ``track(images, first_boxes: {name: xyxy}, start_index) -> {name: [entry per frame]}``, an
+    entry being None (lost, or before ``start_index``), a boolean (H, W) mask (score 1) or an object with
+    ``mask`` and ``score`` (:class:`spatialforge.reward.tracker.TrackedMask`)."""
 
     detector: Any
     segmenter: Any = None
     depth: Any = None
+    tracker: Any = None
 
 
 @dataclass(frozen=True)
 class RewardRow:
-    """One frame's result. ``object_box`` / ``target_box``: the chosen pixel boxes (xyxy; None: not found)."""
+    """One frame's result. ``object_box`` / ``target_box``: the chosen pixel boxes (xyxy; None: not found);
+    ``tracked``: both things' masks came from the tracker; ``redetected``: the tracker lost a thing here and the
+    detector looked for it again."""
 
     frame: int
     time_s: float
@@ -148,6 +164,8 @@ class RewardRow:
     success: bool
     object_box: tuple[float, float, float, float] | None = None
     target_box: tuple[float, float, float, float] | None = None
+    tracked: bool = False
+    redetected: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -206,6 +224,7 @@ class _Thing:
     mask: np.ndarray | None = None
     score: float = 0.0
     identity: float = 1.0
+    source: str = "detected"  # detected | tracked | redetected
 
 
 @dataclass
@@ -265,43 +284,48 @@ class _Perceiver:
             return best, 0.5
         return None, 0.0
 
-    def __call__(self, frames: Sequence[Frame]) -> list[_Seen]:
-        images = [f.image for f in frames]
-        names = list(self.names)
-        dets = self.stages.detector(images, [names] * len(images))
+    def detect(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """The detector's raw detections of both names in every image (one call)."""
+        dets = self.stages.detector(list(images), [list(self.names)] * len(images))
         if len(dets) != len(images):
             raise SpatialForgeError(f"the detector returned {len(dets)} results for {len(images)} frames")
-        chosen: list[list[_Thing]] = []
-        for det in dets:
-            things = []
-            labels = [str(lab).casefold() for lab in det.labels]
-            for k, name in enumerate(names):
-                idx = [i for i, lab in enumerate(labels)
-                       if lab == name.casefold() and float(det.scores[i]) >= self.config.min_score]
-                pick, identity = self._choose(k, det.boxes[idx], det.scores[idx]) if idx else (None, 0.0)
-                if pick is None:
-                    things.append(_Thing())
-                    continue
-                box = np.asarray(det.boxes[idx[pick]], dtype=np.float64)
-                self.previous[k], self.previous_score[k] = box, float(det.scores[idx[pick]])
-                things.append(_Thing(box=box, score=float(det.scores[idx[pick]]), identity=identity))
-            chosen.append(things)
-        # Masks for the chosen boxes.
+        return dets
+
+    def pick(self, k: int, det: Any, source: str = "detected") -> _Thing:
+        """Thing ``k`` among one image's detections, by identity with its previous box (updates the history)."""
+        labels = [str(lab).casefold() for lab in det.labels]
+        idx = [i for i, lab in enumerate(labels)
+               if lab == self.names[k].casefold() and float(det.scores[i]) >= self.config.min_score]
+        pick, identity = self._choose(k, det.boxes[idx], det.scores[idx]) if idx else (None, 0.0)
+        if pick is None:
+            return _Thing(source=source)
+        box = np.asarray(det.boxes[idx[pick]], dtype=np.float64)
+        self.previous[k], self.previous_score[k] = box, float(det.scores[idx[pick]])
+        return _Thing(box=box, score=float(det.scores[idx[pick]]), identity=identity, source=source)
+
+    def segment(self, images: Sequence[np.ndarray], chosen: Sequence[Sequence[_Thing]]) -> None:
+        """Masks for the chosen things that have a box and no mask yet (the segmenter, else the boxes)."""
+        todo = [j for j, things in enumerate(chosen) if any(t.box is not None and t.mask is None for t in things)]
+        if not todo:
+            return
         h, w = images[0].shape[:2]
-        boxes_per_image = [np.array([t.box for t in things if t.box is not None], dtype=np.float32).reshape(-1, 4)
-                           for things in chosen]
+        boxes_per_image = [np.array([t.box for t in chosen[j] if t.box is not None and t.mask is None],
+                                    dtype=np.float32).reshape(-1, 4) for j in todo]
         if self.stages.segmenter is not None:
-            masksets = self.stages.segmenter(images, boxes_per_image)
+            masksets = self.stages.segmenter([images[j] for j in todo], boxes_per_image)
             masks_per_image = [np.asarray(m.masks, dtype=bool) for m in masksets]
         else:
             masks_per_image = [_box_masks(b, h, w) for b in boxes_per_image]
-        for things, masks in zip(chosen, masks_per_image, strict=True):
-            j = 0
-            for t in things:
-                if t.box is not None:
-                    t.mask = masks[j]
-                    j += 1
-        # Depth: the sensor's where given, else the depth stage's.
+        for j, masks in zip(todo, masks_per_image, strict=True):
+            q = 0
+            for t in chosen[j]:
+                if t.box is not None and t.mask is None:
+                    t.mask = masks[q]
+                    q += 1
+
+    def seen(self, frames: Sequence[Frame], chosen: Sequence[Sequence[_Thing]]) -> list[_Seen]:
+        """Depth for ``frames`` (the sensor's where given, else the depth stage's) and the frames' records."""
+        images = [f.image for f in frames]
         depths: list[np.ndarray | None] = [None if f.depth is None else
                                           np.where(np.isfinite(f.depth) & (f.depth > 0), f.depth, 0.0)
                                           .astype(np.float32) for f in frames]
@@ -323,6 +347,84 @@ class _Perceiver:
                                         f"{f.image.shape[:2]}")
             out.append(_Seen(f, (things[0], things[1]), d, hf, fp))
         return out
+
+    def __call__(self, frames: Sequence[Frame]) -> list[_Seen]:
+        images = [f.image for f in frames]
+        chosen = [[self.pick(k, det) for k in range(2)] for det in self.detect(images)]
+        self.segment(images, chosen)
+        return self.seen(frames, chosen)
+
+
+def _mask_box(mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(mask)
+    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
+
+
+def _tracked_thing(entry: Any, shape: tuple[int, int], name: str, index: int) -> _Thing | None:
+    """A tracker's entry for one thing in one frame as a _Thing (None: lost)."""
+    if entry is None:
+        return None
+    mask, score = (entry, 1.0) if isinstance(entry, np.ndarray) else (getattr(entry, "mask", None),
+                                                                      getattr(entry, "score", None))
+    mask = np.asarray(mask)
+    if mask.shape != shape or score is None or not math.isfinite(float(score)):
+        raise SpatialForgeError(f"the tracker's entry for {name!r} in frame {index} is not a {shape[1]}x{shape[0]} "
+                                f"mask with a finite score")
+    mask = mask.astype(bool, copy=False)
+    if not mask.any():
+        return None
+    return _Thing(box=_mask_box(mask), mask=mask, score=float(min(1.0, max(0.0, float(score)))), source="tracked")
+
+
+def _tracked_batches(perceiver: _Perceiver, frames: list[Frame], config: RewardConfig,
+                     stats: dict[str, Any]) -> Iterator[list[_Seen]]:
+    """Perceived frames in time order with the tracker: per-frame detection until both things are found in one
+    frame, then the tracker's masks, with re-detection where it lost a thing (see the module docstring)."""
+    names, n, bs = perceiver.names, len(frames), config.batch_size
+    pending: list[tuple[Frame, list[_Thing]]] = []
+    start = None
+    for i, f in enumerate(frames):
+        things = [perceiver.pick(k, det) for det in perceiver.detect([f.image]) for k in range(2)]
+        pending.append((f, things))
+        if all(t.box is not None for t in things):
+            start = i
+        if start is not None or len(pending) == bs or i == n - 1:
+            images = [p[0].image for p in pending]
+            perceiver.segment(images, [p[1] for p in pending])
+            yield perceiver.seen([p[0] for p in pending], [p[1] for p in pending])
+            first = pending[-1][1]
+            pending = []
+        if start is not None:
+            break
+    stats["start_frame"] = None if start is None else frames[start].index
+    if start is None or start == n - 1:
+        return
+    tracks = perceiver.stages.tracker.track([f.image for f in frames], {names[0]: first[0].box,
+                                                                       names[1]: first[1].box}, start_index=start)
+    for name in names:
+        if not isinstance(tracks, Mapping) or name not in tracks or len(tracks[name]) != n:
+            raise SpatialForgeError(f"the tracker returned no list of {n} entries for {name!r}")
+    shape = frames[0].image.shape[:2]
+    for b0 in range(start + 1, n, bs):
+        batch = frames[b0:b0 + bs]
+        tracked = [[_tracked_thing(tracks[names[k]][b0 + j], shape, names[k], f.index) for k in range(2)]
+                   for j, f in enumerate(batch)]
+        lost = [j for j, things in enumerate(tracked) if None in things]
+        dets = dict(zip(lost, perceiver.detect([batch[j].image for j in lost]), strict=True)) if lost else {}
+        chosen: list[list[_Thing]] = []
+        for j, things in enumerate(tracked):
+            row = []
+            for k, t in enumerate(things):
+                if t is None:
+                    t = perceiver.pick(k, dets[j], source="redetected")
+                    stats["redetected"][k] += 1
+                    stats["recovered"][k] += t.box is not None
+                else:
+                    perceiver.previous[k] = t.box
+                row.append(t)
+            chosen.append(row)
+        perceiver.segment([f.image for f in batch], chosen)
+        yield perceiver.seen(batch, chosen)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,11 +537,12 @@ def _stages(perception: Any) -> RewardStages:
     if isinstance(perception, RewardStages):
         return perception
     if isinstance(perception, Mapping):
-        unknown = set(perception) - {"detector", "segmenter", "depth"}
+        unknown = set(perception) - {"detector", "segmenter", "depth", "tracker"}
         if unknown or "detector" not in perception:
-            raise ConfigError("perception must name a 'detector' and optionally a 'segmenter' and a 'depth' stage"
-                              + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
-        return RewardStages(perception["detector"], perception.get("segmenter"), perception.get("depth"))
+            raise ConfigError("perception must name a 'detector' and optionally a 'segmenter', a 'depth' stage and "
+                              "a 'tracker'" + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else ""))
+        return RewardStages(perception["detector"], perception.get("segmenter"), perception.get("depth"),
+                            perception.get("tracker"))
     if perception is None:
         raise ConfigError("annotate_reward needs perception stages (a detector at least): pass "
                           "RewardStages(detector, segmenter, depth)")
@@ -473,17 +576,22 @@ def annotate_reward(traj: Trajectory, object: str, target: str, *,
 
     perceiver = _Perceiver(stages, names, cfg, traj.intrinsics)
     frames = list(traj.frames)
-    k = min(cfg.reference_frames, len(frames))
-    seen_ref: list[_Seen] = []
-    for i in range(0, k, cfg.batch_size):
-        seen_ref += perceiver(frames[i:min(k, i + cfg.batch_size)])
-    ref = _fit_reference(seen_ref, traj, cfg)
-
     n = len(frames)
+    k = min(cfg.reference_frames, n)
+    stats: dict[str, Any] = {"start_frame": None, "redetected": [0, 0], "recovered": [0, 0]}
+    if stages.tracker is None:
+        batches: Iterator[list[_Seen]] = (perceiver(frames[i:j]) for i, j in
+                                          [(i, min(k, i + cfg.batch_size)) for i in range(0, k, cfg.batch_size)]
+                                          + [(i, i + cfg.batch_size) for i in range(k, n, cfg.batch_size)])
+    else:
+        batches = _tracked_batches(perceiver, frames, cfg, stats)
+
     raw = np.full(n, np.nan)
     conf = np.zeros(n)
     boxes: list[tuple[Any, Any]] = []
+    flags: list[tuple[bool, bool]] = []
     found = [0, 0]
+    ref: _Reference | None = None
 
     def measure(seen: list[_Seen], offset: int) -> None:
         for j, s in enumerate(seen):
@@ -491,14 +599,30 @@ def annotate_reward(traj: Trajectory, object: str, target: str, *,
             for q in range(2):
                 found[q] += lifted[q][0] is not None
             boxes.append(tuple(None if t.box is None else tuple(float(v) for v in t.box) for t in s.things))
+            flags.append((all(t.source == "tracked" for t in s.things),
+                          any(t.source == "redetected" for t in s.things)))
             if lifted[0][0] is not None and lifted[1][0] is not None:
                 raw[offset + j] = _distance(lifted[0][0], lifted[1][0], cfg.distance)
                 conf[offset + j] = min(lifted[0][1], lifted[1][1])
 
-    measure(seen_ref, 0)
-    del seen_ref
-    for i in range(k, n, cfg.batch_size):
-        measure(perceiver(frames[i:i + cfg.batch_size]), i)
+    # the first k frames fix the episode's frame (gravity, scale), then every frame is measured in it
+    buffer: list[_Seen] = []
+    done = 0
+    for batch in batches:
+        if ref is None:
+            buffer += batch
+            if len(buffer) < k:
+                continue
+            ref = _fit_reference(buffer[:k], traj, cfg)
+            batch, buffer = buffer, []
+        measure(batch, done)
+        done += len(batch)
+    if ref is None:  # fewer perceived frames than k (the tracker path found the things in no frame)
+        ref = _fit_reference(buffer, traj, cfg)
+        measure(buffer, 0)
+        done = len(buffer)
+    if done != n:
+        raise SpatialForgeError(f"{where}: perceived {done} of {n} frames")  # pragma: no cover - an internal check
 
     for q in range(2):
         if found[q] == 0:
@@ -514,9 +638,9 @@ def annotate_reward(traj: Trajectory, object: str, target: str, *,
     reward = {"negative_distance": -dist, "progress": progress, "success": success.astype(float)}[cfg.reward]
     rows = tuple(RewardRow(frame=f.index, time_s=float(f.time_s), distance_m=float(d), reward=float(r),
                            progress=float(p), confidence=float(c), interpolated=bool(m), success=bool(s),
-                           object_box=b[0], target_box=b[1])
-                 for f, d, r, p, c, m, s, b in zip(frames, dist, reward, progress, conf, interp, success, boxes,
-                                                   strict=True))
+                           object_box=b[0], target_box=b[1], tracked=fl[0], redetected=fl[1])
+                 for f, d, r, p, c, m, s, b, fl in zip(frames, dist, reward, progress, conf, interp, success, boxes,
+                                                       flags, strict=True))
     elapsed = time.perf_counter() - start
     last_measured = int(np.nonzero(~interp)[0][-1])
     summary = {
@@ -532,7 +656,13 @@ def annotate_reward(traj: Trajectory, object: str, target: str, *,
         "stages": {name: None if st is None else f"{getattr(st, 'name', type(st).__name__)}:"
                    f"{getattr(st, 'model_id', '')}" for name, st in (("detector", stages.detector),
                                                                      ("segmenter", stages.segmenter),
-                                                                     ("depth", stages.depth))},
+                                                                     ("depth", stages.depth),
+                                                                     ("tracker", stages.tracker))},
+        "tracking": None if stages.tracker is None else {
+            "start_frame": stats["start_frame"], "n_tracked": sum(f[0] for f in flags),
+            "n_redetected": sum(f[1] for f in flags),
+            "redetected": dict(zip(names, stats["redetected"], strict=True)),
+            "recovered": dict(zip(names, stats["recovered"], strict=True))},
         "config": cfg.to_dict(), "seconds": round(elapsed, 4), "frames_per_s": round(n / max(elapsed, 1e-9), 3),
     }
     return RewardResult(rows, summary)
