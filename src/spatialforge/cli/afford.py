@@ -10,7 +10,8 @@ before loading a model or any data (docs/safety.md), passing every path it reads
   and ``<name>.json`` / ``<name>.md`` of ``score --name``); by default a folder beside the
   checkpoint / predictions, never inside them. A report that exists is replaced only with ``--overwrite``.
 * ``evaluate --save-predictions``: kind ``afford-predictions`` (one folder per affordance).
-* ``predict --out``: kind ``afford-predict`` (``*.npy``, ``*.png``, ``predictions.json``).
+* ``predict --out``: kind ``afford-predict`` (``*.npy``, ``*.png``, ``*.3d.json`` with ``--depth``,
+  ``predictions.json``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ __all__ = ["PREDICT_OUTPUT", "TRAIN_OUTPUT", "add_afford", "predictions_kind", "
 
 TRAIN_OUTPUT = OutputKind("afford-train", ("checkpoints", "final", "log.jsonl", "train_summary.json"))
 """``afford train --out``: what a training run writes."""
-PREDICT_OUTPUT = OutputKind("afford-predict", ("*.npy", "*.png", "predictions.json"))
-"""``afford predict --out``: heatmaps, overlays and the list of what was written."""
+PREDICT_OUTPUT = OutputKind("afford-predict", ("*.npy", "*.png", "*.3d.json", "predictions.json"))
+"""``afford predict --out``: heatmaps, overlays, 3D points (``--depth``) and the list of what was written."""
 
 
 def report_kind(name: str | None = None) -> OutputKind:
@@ -200,7 +201,9 @@ def add_afford(sub: Any) -> None:
 
     q = asub.add_parser("predict", help="heatmaps of where images afford actions",
                         description="Write, per image and prompt, the heatmap (NPY, float32 probabilities in "
-                                    "[0, 1]) and an overlay PNG. Exit status 1 when no image could be read.")
+                                    "[0, 1]) and an overlay PNG; with --depth also <name>_<prompt>.3d.json, the "
+                                    "heatmap lifted into 3D (interaction point, normal, approach direction, area, "
+                                    "image point; gravity frame). Exit status 1 when no image could be read.")
     q.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     q.add_argument("--prompt", type=_prompt, action="append", required=True,
                    help="an action, e.g. --prompt pour --prompt 'cut with' (repeatable)")
@@ -214,6 +217,13 @@ def add_afford(sub: Any) -> None:
     q.add_argument("--clip-model", default=None,
                    help="another CLIP of the same architecture and weights, e.g. local-dir:PATH (default: the "
                         "checkpoint's)")
+    q.add_argument("--depth", type=Path, default=None,
+                   help="folder of depth maps <name>.npy (metres) or <name>.png (millimetres), one per image "
+                        "(<name>: the image's file stem), with camera.json (fx, fy, cx, cy) or --hfov: also write "
+                        "the 3D points (default: heatmaps only)")
+    q.add_argument("--hfov", type=number_at_least(5.0, high=170.0), default=None,
+                   help="horizontal field of view in degrees for the depth maps when --depth has no camera.json "
+                        "(principal point at the image centre; default: camera.json's intrinsics)")
     q.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
 
@@ -499,13 +509,78 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "prompt"
 
 
+def _check_depth_args(args: argparse.Namespace) -> None:
+    if args.depth is None:
+        if args.hfov is not None:
+            raise ConfigError("--hfov: only used with --depth")
+        return
+    if not args.depth.is_dir():
+        raise ConfigError(f"--depth {args.depth}: no such folder")
+    if not (args.depth / "camera.json").is_file() and args.hfov is None:
+        raise ConfigError(f"--depth {args.depth}: no camera.json there; give the intrinsics in it or --hfov")
+
+
+def _depth_file(folder: Path, name: str, image: Path) -> Path | None:
+    for stem in dict.fromkeys((name, image.stem)):
+        for ext in (".npy", ".png"):
+            if (folder / f"{stem}{ext}").is_file():
+                return folder / f"{stem}{ext}"
+    return None
+
+
+def _lift_all(args: argparse.Namespace, name: str, image: Path, heatmaps: dict[str, Any]) -> list[str] | None:
+    """Write ``<name>_<prompt>.3d.json`` for each prompt's heatmap; ``None`` when the image has no depth map."""
+    import math
+
+    import numpy as np
+
+    from spatialforge.afford.lift import lift_affordance
+    from spatialforge.core.types import CameraIntrinsics, RGBDScene
+    from spatialforge.geometry.config import GeometryConfig
+    from spatialforge.geometry.noise import estimate_depth_noise
+    from spatialforge.geometry.scene_graph import scene_gravity
+    from spatialforge.io.dataset import atomic_write_json
+    from spatialforge.io.scene_folder import _load_camera, _load_depth
+
+    path = _depth_file(args.depth, name, image)
+    if path is None:
+        return None
+    depth = _load_depth(path)
+    h, w = next(iter(heatmaps.values())).shape
+    if depth.shape != (h, w):
+        raise ConfigError(f"--depth {path}: size {depth.shape[1]}x{depth.shape[0]} differs from the image's {w}x{h}")
+    if not (depth > 0).any():
+        raise ConfigError(f"--depth {path}: no valid depth (all zero)")
+    if (args.depth / "camera.json").is_file():
+        intr = _load_camera(args.depth / "camera.json", w, h)
+    else:
+        f = (w / 2.0) / math.tan(math.radians(args.hfov) / 2.0)
+        intr = CameraIntrinsics(f, f, (w - 1) / 2.0, (h - 1) / 2.0, w, h)
+    scene = RGBDScene(name, np.zeros((h, w, 3), np.uint8), depth, np.zeros((h, w), np.int32), intr, ())
+    gravity = scene_gravity(scene, GeometryConfig(), estimate_depth_noise(scene.depth), np.random.default_rng(0))
+    written = []
+    for prompt, heat in heatmaps.items():
+        regions = lift_affordance(heat, scene.depth, intr, gravity)
+        stem = f"{name}_{_slug(prompt)}"
+        atomic_write_json(args.out / f"{stem}.3d.json", {
+            "image": str(image), "prompt": prompt, "depth": str(path), "camera": intr.to_dict(),
+            "frame": "gravity: metres, z up, x camera right, y forward, origin on the support plane below the camera",
+            "gravity": {"source": gravity.source, "reason": gravity.reason,
+                        "R_canonical_from_camera": gravity.R.tolist(), "t": gravity.t.tolist()},
+            "regions": [r.to_dict() for r in regions],
+        })
+        written.append(stem)
+    return written
+
+
 def _predict(args: argparse.Namespace) -> int:
     prompts: list[str] = []
     for action in args.prompt:  # one map per distinct action ("Pour" and "pour" are the same file)
         if _slug(action) not in {_slug(q) for q in prompts}:
             prompts.append(action)
     files = _image_files(args.images)
-    inputs = [*args.images, *_checkpoint_inputs(args)]
+    _check_depth_args(args)
+    inputs = [*args.images, *_checkpoint_inputs(args), *([args.depth] if args.depth is not None else [])]
     _claim([(args.out, PREDICT_OUTPUT, "--out", _refuse_earlier("the heatmaps"))], inputs, args.overwrite)
 
     import numpy as np
@@ -518,7 +593,7 @@ def _predict(args: argparse.Namespace) -> int:
     override = {"clip_model": args.clip_model} if args.clip_model else {}
     predictor = AffordancePredictor.from_checkpoint(str(args.checkpoint), device=args.device,
                                                     batch_size=args.batch_size, **override)
-    failed, written = [], []
+    failed, written, written_3d, no_depth = [], [], [], []
     for start in range(0, len(files), args.batch_size):
         images, names = [], []
         for name, f in files[start:start + args.batch_size]:
@@ -538,10 +613,20 @@ def _predict(args: argparse.Namespace) -> int:
                 np.save(args.out / f"{stem}.npy", np.asarray(heat, dtype=np.float32))
                 render_heatmap(img, heat, title=f"{f.name}: {prompt}").save(args.out / f"{stem}.png")
                 written.append(stem)
-    atomic_write_json(args.out / "predictions.json",
-                      {"checkpoint": str(args.checkpoint), "prompts": prompts, "written": written, "failed": failed})
-    print(f"wrote {len(written)} heatmaps (NPY + overlay PNG) to {args.out}" + (f"; {len(failed)} images failed"
-                                                                              if failed else ""))
+            if args.depth is not None:
+                lifted = _lift_all(args, name, f, dict(zip(prompts, maps, strict=True)))
+                if lifted is None:
+                    no_depth.append(str(f))
+                    print(f"no depth map for {f} in {args.depth}: no 3D points", file=sys.stderr)
+                else:
+                    written_3d += lifted
+    info = {"checkpoint": str(args.checkpoint), "prompts": prompts, "written": written, "failed": failed}
+    if args.depth is not None:
+        info.update(written_3d=written_3d, no_depth=no_depth)
+    atomic_write_json(args.out / "predictions.json", info)
+    print(f"wrote {len(written)} heatmaps (NPY + overlay PNG) to {args.out}"
+          + (f", {len(written_3d)} 3D point files" if args.depth is not None else "")
+          + (f"; {len(failed)} images failed" if failed else ""))
     if not written:
         raise RunFailedError(f"no heatmap was written: none of the {len(files)} images could be read")
     return 0

@@ -21,9 +21,11 @@ from spatialforge.errors import ConfigError
 
 __all__ = [
     "PALETTE",
+    "PART_CATEGORIES",
     "Box",
     "Category",
     "Cylinder",
+    "Part",
     "PlacedObject",
     "SceneLayout",
     "SynthConfig",
@@ -111,7 +113,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category("suitcase", "box", (0.40, 0.55), (0.20, 0.30), (0.55, 0.75), 1.2, 0.0),
     Category("monitor", "box", (0.45, 0.60), (0.06, 0.08), (0.30, 0.45), 0.0, 1.0),
 )
-CATEGORY_BY_NAME: dict[str, Category] = {c.name: c for c in CATEGORIES}
+#: Categories added only with ``SynthConfig(parts=True)`` (objects whose parts carry actions).
+PART_CATEGORIES: tuple[Category, ...] = (
+    Category("knife", "box", (0.20, 0.28), (0.025, 0.035), (0.015, 0.02), 0.0, 2.5),
+    Category("kettle", "cylinder", (0.14, 0.18), (0.0, 0.0), (0.18, 0.24), 0.0, 2.0),
+)
+CATEGORY_BY_NAME: dict[str, Category] = {c.name: c for c in (*CATEGORIES, *PART_CATEGORIES)}
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,10 @@ class SynthConfig:
     that (``n_tables``). Ranges are inclusive ``(low, high)`` pairs, ``low <= high``.
     ``pitch_range_deg``: positive = looking down; negative values look up (supported down to
     -45). ``depth_noise`` is the sigma of a multiplicative Gaussian applied per valid pixel and
-    ``depth_dropout`` the fraction of valid pixels set to 0.
+    ``depth_dropout`` the fraction of valid pixels set to 0. ``parts`` (off by default, so existing
+    datasets do not change) adds knives and kettles to the table-top categories and gives mugs,
+    knives and kettles labelled parts with actions (handle: hold, blade: cut with, spout: pour),
+    each a small box of the object with its own mask (``docs/affordance.md``, ``docs/formats.md``).
     """
 
     width: int = 640
@@ -138,8 +148,12 @@ class SynthConfig:
     depth_format: str = "png"
     side_wall_probability: float = 0.5
     duplicate_caption_probability: float = 0.3
+    parts: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.parts, bool | np.bool_):
+            raise ConfigError(f"SynthConfig.parts must be true or false, got {self.parts!r}")
+        object.__setattr__(self, "parts", bool(self.parts))
         for name, lo, hi in (("width", 16, 8192), ("height", 16, 8192)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or not lo <= value <= hi:
@@ -282,6 +296,20 @@ class Wall:
     rgb: tuple[int, int, int]
 
 
+@dataclass(frozen=True)
+class Part:
+    """A labelled part of an object (a box primitive of the object with its own mask).
+
+    ``action``: what the part affords (``"hold"``, ``"cut with"``, ``"pour"``); ``purpose``: for a
+    part that is held, what holding it is for (``"pour"``, ``"cut"``), else ``None``.
+    """
+
+    name: str
+    action: str
+    purpose: str | None
+    box: Box
+
+
 @dataclass
 class PlacedObject:
     """An object of the scene with its ground truth and its render primitives."""
@@ -296,6 +324,7 @@ class PlacedObject:
     yaw_deg: float
     support: str
     primitives: list[Box | Cylinder] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
 
     @property
     def caption(self) -> str:
@@ -439,6 +468,51 @@ def _item_primitives(cat: Category, x: float, y: float, z0: float, size: tuple[f
     return [Box((x, y, z0 + size[2] / 2), (size[0] / 2, size[1] / 2, size[2] / 2), yaw)]
 
 
+def _outward_box(x: float, y: float, phi: float, inner: float, length: float, half_w: float, zc: float,
+                 half_h: float) -> Box:
+    """A box sticking out horizontally from ``(x, y)`` along angle ``phi``, from radius ``inner`` on."""
+    r = inner + length / 2
+    return Box((_r4(x + r * math.cos(phi)), _r4(y + r * math.sin(phi)), _r4(zc)), (length / 2, half_w, half_h), phi)
+
+
+def _part_primitives(cat: Category, x: float, y: float, z0: float, size: tuple[float, float, float], yaw: float,
+                     pos: np.ndarray, rng: np.random.Generator) -> tuple[list[Box | Cylinder], list[Part]]:
+    """Primitives and parts of the categories that have parts (``SynthConfig(parts=True)`` only).
+
+    A mug has a handle and a kettle a handle and a spout on opposite sides, turned roughly sideways
+    to the camera (so that they are usually in view); a knife is a handle box and a thinner blade box
+    along its long axis, which together fill the object's box.
+    """
+    h = size[2]
+    if cat.name in ("mug", "kettle"):
+        radius = size[0] / 2
+        view = math.atan2(pos[1] - y, pos[0] - x)
+        phi = view + (1.0 if rng.random() < 0.5 else -1.0) * math.pi / 2 + math.radians(rng.uniform(-40.0, 40.0))
+        body = Cylinder(x, y, radius, z0, z0 + h)
+        handle = _outward_box(x, y, phi, radius - 0.003, 0.035, 0.006, z0 + 0.5 * h, 0.3 * h)
+        parts = [Part("handle", "hold", "pour", handle)]
+        if cat.name == "kettle":
+            spout = _outward_box(x, y, phi + math.pi, radius - 0.003, 0.06, 0.012, z0 + 0.6 * h, 0.012)
+            parts.append(Part("spout", "pour", None, spout))
+        return [body, *(p.box for p in parts)], parts
+    # knife: handle 40 % of the length, full height; blade 60 %, half the height, 80 % of the width
+    long_x = size[0] >= size[1]
+    length, width = (size[0], size[1]) if long_x else (size[1], size[0])
+    axis = yaw if long_x else yaw + math.pi / 2
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    ex, ey = sign * math.cos(axis), sign * math.sin(axis)
+    lh, lb = 0.4 * length, 0.6 * length
+    ch, cb = -length / 2 + lh / 2, length / 2 - lb / 2
+    handle = Box((_r4(x + ch * ex), _r4(y + ch * ey), _r4(z0 + h / 2)), (lh / 2, width / 2, h / 2), axis)
+    blade = Box((_r4(x + cb * ex), _r4(y + cb * ey), _r4(z0 + h / 4)), (lb / 2, 0.4 * width, h / 4), axis)
+    parts = [Part("handle", "hold", "cut", handle), Part("blade", "cut with", None, blade)]
+    return [handle, blade], parts
+
+
+#: Categories with parts: their primitives come from :func:`_part_primitives` when parts are on.
+_PART_BUILDERS = frozenset({"mug", "kettle", "knife"})
+
+
 @dataclass
 class _Spec:
     """An item to place: its category, colour and support slot (-1 = floor, else table index)."""
@@ -502,7 +576,7 @@ def _sample_specs(rng: np.random.Generator, config: SynthConfig, n_tables: int) 
         slots += [t] * k
         remaining -= k
     slots += [-1] * remaining
-    cats = list(CATEGORIES)
+    cats = list(CATEGORIES) + (list(PART_CATEGORIES) if config.parts else [])
     w_floor = np.array([c.floor_weight for c in cats])
     w_table = np.array([c.table_weight for c in cats])
     colours = list(PALETTE)
@@ -559,6 +633,8 @@ def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
     back_dist = float(-(np.array(walls[0].point[:2]) - pos[:2]) @ np.array(walls[0].normal[:2]))
     d_max = max(1.0, min(6.0, back_dist))
     n_tables = int(rng.integers(config.n_tables[0], config.n_tables[1] + 1))
+    if config.parts and config.n_tables[1] >= 1:
+        n_tables = max(n_tables, 1)  # the objects with parts stand on tables
     specs = _sample_specs(rng, config, n_tables)
 
     footprints: list[_Rect] = []
@@ -633,9 +709,12 @@ def sample_layout(config: SynthConfig, rng: np.random.Generator) -> SceneLayout:
             center = np.array([rect.x, rect.y, z0 + size[2] / 2])
             if not _visible_enough(proj, center, size[2]):
                 continue
+            if config.parts and cat.name in _PART_BUILDERS:
+                prims, parts = _part_primitives(cat, rect.x, rect.y, z0, size, math.radians(oyaw), pos, rng)
+            else:
+                prims, parts = _item_primitives(cat, rect.x, rect.y, z0, size, math.radians(oyaw)), []
             obj = PlacedObject(0, cat.name, spec.color, PALETTE[spec.color], cat.shape,
-                               (rect.x, rect.y, z0 + size[2] / 2), size, oyaw, support,
-                               _item_primitives(cat, rect.x, rect.y, z0, size, math.radians(oyaw)))
+                               (rect.x, rect.y, z0 + size[2] / 2), size, oyaw, support, prims, parts)
             if on_table:
                 table_items.setdefault(spec.slot, []).append(rect)
             else:

@@ -21,12 +21,14 @@ from spatialforge.synth.layout import (
     MAX_DEPTH_M,
     Box,
     Cylinder,
+    Part,
+    PlacedObject,
     SceneLayout,
     SynthConfig,
     sample_layout,
 )
 
-__all__ = ["RenderOutput", "SyntheticScene", "generate_scene", "render_layout", "scene_folder_name"]
+__all__ = ["RenderOutput", "SyntheticScene", "generate_scene", "layout_parts", "render_layout", "scene_folder_name"]
 
 GT_FORMAT = "spatialforge-synth-gt/1"
 #: Fixed light direction in the world frame (unit vector towards the light).
@@ -45,7 +47,8 @@ class RenderOutput:
 
     ``depth`` is z-depth in metres (0 = no hit or beyond 20 m); ``unoccluded`` and ``truncated``
     map object id -> pixels covered when rendered alone (inside the image) / whether that
-    footprint touches the image border.
+    footprint touches the image border. ``parts`` (only when the layout has parts) holds the
+    1-based index of the visible part of every pixel in :func:`layout_parts` order (0 = none).
     """
 
     image: np.ndarray
@@ -53,6 +56,7 @@ class RenderOutput:
     instances: np.ndarray
     unoccluded: dict[int, int]
     truncated: dict[int, bool]
+    parts: np.ndarray | None = None
 
 
 @dataclass
@@ -60,6 +64,8 @@ class SyntheticScene:
     """One generated scene in memory (the contents of a scene folder plus its ground truth).
 
     ``depth`` is float32 metres with 0 = invalid, depth noise and dropout already applied.
+    ``parts`` (``SynthConfig(parts=True)`` only): uint16 part ids per pixel (0 = no part), the
+    ids of ``ground_truth["parts"]``.
     """
 
     scene_id: str
@@ -69,6 +75,7 @@ class SyntheticScene:
     camera: dict[str, Any]
     objects: list[dict[str, Any]]
     ground_truth: dict[str, Any]
+    parts: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,6 +198,11 @@ def _floor_texture(style: str, px: np.ndarray, py: np.ndarray) -> np.ndarray:
 # Rendering
 # ----------------------------------------------------------------------------------------------
 
+def layout_parts(layout: SceneLayout) -> list[tuple[PlacedObject, Part]]:
+    """The parts of a layout in id order: objects by id, each object's parts in order (part id = index + 1)."""
+    return [(obj, part) for obj in sorted(layout.objects, key=lambda o: o.id) for part in obj.parts]
+
+
 def render_layout(layout: SceneLayout, rng: np.random.Generator) -> RenderOutput:
     """Ray cast ``layout``; ``rng`` only draws the RGB noise.
 
@@ -211,6 +223,9 @@ def render_layout(layout: SceneLayout, rng: np.random.Generator) -> RenderOutput
     surf = np.zeros((h, w), dtype=np.int16)  # 0 nothing, 1 floor, 2.. walls, then objects
     inst = np.zeros((h, w), dtype=np.uint16)
     nbuf = [np.zeros((h, w), dtype=np.float32) for _ in range(3)]
+    all_parts = layout_parts(layout)
+    part_code = {id(part.box): k + 1 for k, (_, part) in enumerate(all_parts)}
+    pbuf = np.zeros((h, w), dtype=np.uint16) if all_parts else None
 
     # Planes (floor and walls) cover the whole image.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -248,6 +263,8 @@ def render_layout(layout: SceneLayout, rng: np.random.Generator) -> RenderOutput
             zs[win] = t[win]
             surf[sl][win] = first_obj_code + j
             inst[sl][win] = obj.id
+            if pbuf is not None:
+                pbuf[sl][win] = part_code.get(id(prim), 0)
             nn = normal(win)
             for i in range(3):
                 nbuf[i][sl][win] = nn[i]
@@ -278,7 +295,9 @@ def render_layout(layout: SceneLayout, rng: np.random.Generator) -> RenderOutput
     img = colours[surf] * factor[..., None]
     img += rng.integers(-RGB_NOISE, RGB_NOISE + 1, size=img.shape).astype(np.float32)
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    return RenderOutput(image, depth, inst, unoccluded, truncated)
+    if pbuf is not None:
+        pbuf[~valid] = 0
+    return RenderOutput(image, depth, inst, unoccluded, truncated, pbuf)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,6 +368,22 @@ def generate_scene(index: int, seed: int = 0, config: SynthConfig = SynthConfig(
         })
         if vis > 0:
             visible_objects.append({"id": obj.id, "caption": obj.caption})
+    gt_parts = []
+    if config.parts:
+        part_counts = np.bincount(rendered.parts.ravel(), minlength=len(layout_parts(layout)) + 1) \
+            if rendered.parts is not None else np.zeros(1, dtype=np.int64)
+        by_object: dict[int, list[dict[str, Any]]] = {}
+        for k, (obj, part) in enumerate(layout_parts(layout), start=1):
+            box = part.box
+            gt_parts.append({
+                "id": k, "object_id": obj.id, "name": part.name, "action": part.action, "purpose": part.purpose,
+                "center": [float(c) for c in box.center], "size": [2.0 * float(x) for x in box.half],
+                "yaw_deg": round(math.degrees(box.yaw), 6), "visible_pixels": int(part_counts[k]),
+            })
+            by_object.setdefault(obj.id, []).append({"id": k, "name": part.name, "action": part.action})
+        for entry in visible_objects:
+            if entry["id"] in by_object:
+                entry["parts"] = by_object[entry["id"]]
 
     ground_truth = {
         "format": GT_FORMAT,
@@ -365,5 +400,10 @@ def generate_scene(index: int, seed: int = 0, config: SynthConfig = SynthConfig(
                   for wl in layout.walls],
         "objects": gt_objects,
     }
+    if config.parts:
+        ground_truth["parts"] = gt_parts
+    parts_map = None
+    if config.parts:
+        parts_map = rendered.parts if rendered.parts is not None else np.zeros_like(rendered.instances)
     return SyntheticScene(scene_id, rendered.image, depth, rendered.instances, camera,
-                          visible_objects, ground_truth)
+                          visible_objects, ground_truth, parts_map)

@@ -1,7 +1,8 @@
 """Writing synthetic scenes as scene folders (the input format of spatialforge).
 
 ``OUT/<scene_id>/`` holds ``image.png``, ``depth.png`` (uint16 mm) or ``depth.npy`` (float32 m),
-``instances.png`` (uint16), ``camera.json``, ``objects.json`` and ``ground_truth.json``. Each folder
+``instances.png`` (uint16), ``camera.json``, ``objects.json`` and ``ground_truth.json`` (and
+``parts.png``, uint16 part ids, for scenes made with ``SynthConfig(parts=True)``). Each folder
 is written into a hidden temporary folder next to it and then renamed into place, so a reader
 never sees a half-written scene.
 """
@@ -41,6 +42,9 @@ def _check_scene(scene: SyntheticScene) -> tuple[int, int]:
                          f"must match the image size {(h, w)}")
     if scene.instances.dtype != np.uint16:
         raise ValueError(f"scene.instances must be uint16, got {scene.instances.dtype}")
+    if scene.parts is not None and (scene.parts.shape != (h, w) or scene.parts.dtype != np.uint16):
+        raise ValueError(f"scene.parts must be a uint16 array of the image size {(h, w)}, got shape "
+                         f"{scene.parts.shape} dtype {scene.parts.dtype}")
     if not scene.scene_id or "/" in scene.scene_id or scene.scene_id.startswith("."):
         raise ValueError(f"scene.scene_id must be a plain folder name, got {scene.scene_id!r}")
     return h, w
@@ -69,6 +73,8 @@ def write_scene(scene: SyntheticScene, out_dir: str | os.PathLike[str], depth_fo
         else:
             np.save(tmp / "depth.npy", depth.astype(np.float32))
         Image.fromarray(np.ascontiguousarray(scene.instances, dtype=np.uint16)).save(tmp / "instances.png")
+        if scene.parts is not None:
+            Image.fromarray(np.ascontiguousarray(scene.parts, dtype=np.uint16)).save(tmp / "parts.png")
         _write_json(tmp / "camera.json", scene.camera)
         _write_json(tmp / "objects.json", scene.objects)
         _write_json(tmp / "ground_truth.json", scene.ground_truth)
@@ -126,4 +132,7 @@ def synth_settings(seed: int, config: SynthConfig) -> dict[str, Any]:
 
     from spatialforge import __version__
 
-    return {"seed": int(seed), "config": json.loads(json.dumps(asdict(config))), "spatialforge": __version__}
+    settings = json.loads(json.dumps(asdict(config)))
+    if not config.parts:  # the settings of datasets made before parts existed stay the same
+        settings.pop("parts")
+    return {"seed": int(seed), "config": settings, "spatialforge": __version__}

@@ -1,0 +1,297 @@
+"""Affordance questions with exact truth from synthetic part labels (``SynthConfig(parts=True)``).
+
+Kept apart from the 40 types of :mod:`spatialforge.qa.catalog`, so datasets generated before
+these types existed do not change. Two types, generated only for scenes whose ground truth lists
+``parts`` (and whose folder holds ``parts.png``):
+
+* ``afford_hold_point`` (kind ``point``): "Where would you hold the red mug to pour?" - answered
+  with an image point and a 3D point in the gravity frame (``value = {"pixel": [u, v],
+  "point_3d": [x, y, z]}``: the part's centre, and the visible pixel of the part nearest to where
+  that centre projects). Scored by point-in-mask accuracy (the predicted pixel inside the part's
+  mask) and the 3D distance error in metres to the part's centre.
+* ``afford_which_object`` (kind ``choice``): "Which object affords cutting?" - a choice among
+  2-4 visible objects of the scene (``choices``: their ids; ``value``: the right one), asked only
+  when exactly one visible object has a visible part with that action. Scored by choice accuracy.
+
+The gravity frame of the truth is the exact one of the synthetic camera (``z`` up, ``x`` camera
+right, ``y`` forward, origin on the floor below the camera): what the pipeline's gravity
+estimate gives with a perfect floor fit (:func:`scene_gravity`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spatialforge.core.types import CameraIntrinsics, Gravity
+from spatialforge.errors import ConfigError
+
+__all__ = [
+    "AFFORD_TYPES",
+    "MIN_PART_PIXELS",
+    "AffordQA",
+    "AffordScore",
+    "AffordTruth",
+    "generate_afford_qa",
+    "point_answer_from_heatmap",
+    "scene_gravity",
+    "score_afford_qa",
+    "summarise_afford",
+]
+
+AFFORD_TYPES = ("afford_hold_point", "afford_which_object")
+#: A part must show at least this many pixels to be asked about (or to count as visible).
+MIN_PART_PIXELS = 20
+#: Action -> the noun of "Which object affords ...?".
+_ACTION_NOUN = {"cut with": "cutting", "pour": "pouring"}
+
+
+def scene_gravity(ground_truth: dict[str, Any]) -> Gravity:
+    """The exact gravity frame of a synthetic scene's camera (see the module docstring)."""
+    from spatialforge.geometry.gravity import canonical_frame
+
+    cam = ground_truth["camera"]
+    rot = np.asarray(cam["R_world_from_cam"], dtype=np.float64)
+    up_cam = rot.T @ np.array([0.0, 0.0, 1.0])
+    height = float(cam["position"][2])
+    return Gravity(source="plane", R=canonical_frame(up_cam), t=np.array([0.0, 0.0, height]), camera_height=height)
+
+
+@dataclass(frozen=True)
+class AffordTruth:
+    """A synthetic scene's truth for the affordance questions: ground truth, part and instance masks,
+    depth and camera. ``parts`` maps part id -> its ground-truth entry (empty for scenes without parts)."""
+
+    scene_id: str
+    ground_truth: dict[str, Any]
+    parts: dict[int, dict[str, Any]]
+    part_mask: np.ndarray | None
+    instances: np.ndarray
+    depth: np.ndarray
+    intrinsics: CameraIntrinsics
+    gravity: Gravity
+
+    @classmethod
+    def from_scene(cls, scene: Any) -> AffordTruth:
+        """From an in-memory :class:`~spatialforge.synth.SyntheticScene`."""
+        gt = scene.ground_truth
+        cam = scene.camera
+        intr = CameraIntrinsics(cam["fx"], cam["fy"], cam["cx"], cam["cy"], cam["width"], cam["height"])
+        parts = {int(p["id"]): p for p in gt.get("parts", [])}
+        return cls(scene.scene_id, gt, parts, scene.parts, np.asarray(scene.instances), np.asarray(scene.depth),
+                   intr, scene_gravity(gt))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> AffordTruth:
+        """From a synthetic scene folder (``ground_truth.json``, ``parts.png`` when it has parts, ...)."""
+        from spatialforge.io.scene_folder import _load_camera, _load_depth, _load_uint16_png, _one_of
+
+        folder = Path(folder)
+        gt_path = folder / "ground_truth.json"
+        if not gt_path.is_file():
+            raise ConfigError(f"{folder}: no ground_truth.json (not a synthetic scene folder)")
+        try:
+            gt = json.loads(gt_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{gt_path}: cannot read ({exc})") from None
+        instances = _load_uint16_png(folder / "instances.png", "instances")
+        h, w = instances.shape
+        depth = _load_depth(_one_of(folder, ("depth.npy", "depth.png"), "depth"))
+        intr = _load_camera(folder / "camera.json", w, h)
+        parts = {int(p["id"]): p for p in gt.get("parts", [])}
+        mask = None
+        if parts:
+            if not (folder / "parts.png").is_file():
+                raise ConfigError(f"{folder}: ground_truth.json lists parts but parts.png is missing")
+            mask = _load_uint16_png(folder / "parts.png", "parts")
+            if mask.shape != (h, w):
+                raise ConfigError(f"{folder / 'parts.png'}: size {mask.shape[::-1]} differs from instances.png's "
+                                  f"{(w, h)}")
+        return cls(gt.get("scene_id", folder.name), gt, parts, mask, instances, depth, intr, scene_gravity(gt))
+
+    def object(self, object_id: int) -> dict[str, Any]:
+        for obj in self.ground_truth["objects"]:
+            if int(obj["id"]) == object_id:
+                return obj
+        raise KeyError(object_id)
+
+    def to_gravity(self, world_point: Any) -> np.ndarray:
+        """A world point of the ground truth in the gravity frame."""
+        cam = self.ground_truth["camera"]
+        rot = np.asarray(cam["R_world_from_cam"], dtype=np.float64)
+        p_cam = rot.T @ (np.asarray(world_point, dtype=np.float64) - np.asarray(cam["position"], dtype=np.float64))
+        return self.gravity.to_canonical(p_cam[None])[0]
+
+    def part_pixel(self, part_id: int) -> tuple[int, int] | None:
+        """The visible pixel ``(u, v)`` of the part nearest to where its centre projects (``None``: not visible)."""
+        if self.part_mask is None:
+            return None
+        rows, cols = np.nonzero(self.part_mask == part_id)
+        if len(rows) == 0:
+            return None
+        cam = self.ground_truth["camera"]
+        rot = np.asarray(cam["R_world_from_cam"], dtype=np.float64)
+        pc = rot.T @ (np.asarray(self.parts[part_id]["center"], float) - np.asarray(cam["position"], float))
+        u = self.intrinsics.fx * pc[0] / pc[2] + self.intrinsics.cx
+        v = self.intrinsics.fy * pc[1] / pc[2] + self.intrinsics.cy
+        k = int(np.argmin((cols - u) ** 2 + (rows - v) ** 2))
+        return int(cols[k]), int(rows[k])
+
+
+@dataclass(frozen=True)
+class AffordQA:
+    """One affordance question; ``to_dict`` gives the same keys as catalogue QA (plus ``choices``)."""
+
+    id: str
+    type: str
+    kind: str  # "point" or "choice"
+    question: str
+    answer: str
+    value: Any  # {"pixel": [u, v], "point_3d": [x, y, z]} or an object id
+    unit: str
+    subjects: tuple[int, ...]
+    roles: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    choices: tuple[int, ...] = ()
+    part_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "kind": self.kind, "question": self.question,
+                "answer": self.answer, "value": self.value, "unit": self.unit, "subjects": list(self.subjects),
+                "roles": list(self.roles), "names": list(self.names), "choices": list(self.choices),
+                "part_id": self.part_id}
+
+
+def _visible_parts(truth: AffordTruth) -> list[dict[str, Any]]:
+    return [p for _, p in sorted(truth.parts.items()) if int(p["visible_pixels"]) >= MIN_PART_PIXELS]
+
+
+def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
+    """The affordance questions of one scene (none without parts); deterministic in ``(seed, scene id)``.
+
+    Objects are named by their caption, and only when no other visible object shares it.
+    """
+    from spatialforge.qa.generator import scene_rng
+
+    if not truth.parts:
+        return []
+    rng = scene_rng(seed, truth.scene_id, "afford")
+    visible = [o for o in truth.ground_truth["objects"] if int(o["visible_pixels"]) > 0]
+    captions = [o["caption"] for o in visible]
+    unique = [o for o in visible if captions.count(o["caption"]) == 1]
+    unique_ids = {int(o["id"]) for o in unique}
+    parts = _visible_parts(truth)
+    out: list[AffordQA] = []
+    for part in parts:
+        oid = int(part["object_id"])
+        if part["action"] != "hold" or not part.get("purpose") or oid not in unique_ids:
+            continue
+        pixel = truth.part_pixel(int(part["id"]))
+        if pixel is None:
+            continue
+        name = f"the {truth.object(oid)['caption']}"
+        point = [round(float(x), 4) for x in truth.to_gravity(part["center"])]
+        question = f"Where would you hold {name} to {part['purpose']}?"
+        answer = (f"By its {part['name']}: at pixel ({pixel[0]}, {pixel[1]}), the 3D point "
+                  f"({point[0]:.2f}, {point[1]:.2f}, {point[2]:.2f}) m.")
+        out.append(AffordQA(f"{truth.scene_id}-afford-{len(out)}", "afford_hold_point", "point", question, answer,
+                            {"pixel": [pixel[0], pixel[1]], "point_3d": point}, "m", (oid,), ("A",), (name,),
+                            part_id=int(part["id"])))
+    for action, noun in _ACTION_NOUN.items():
+        having = sorted({int(p["object_id"]) for p in parts if p["action"] == action})
+        if len(having) != 1 or having[0] not in unique_ids:
+            continue
+        right = having[0]
+        with_action = {int(p["object_id"]) for p in truth.parts.values() if p["action"] == action}
+        others = [int(o["id"]) for o in unique if int(o["id"]) not in with_action]
+        if not others:
+            continue
+        n_other = min(len(others), int(rng.integers(1, 4)))
+        picked = [others[int(i)] for i in rng.choice(len(others), size=n_other, replace=False)]
+        choices = [right, *picked]
+        choices = [choices[int(i)] for i in rng.permutation(len(choices))]
+        names = tuple(f"the {truth.object(c)['caption']}" for c in choices)
+        listing = ", ".join(names[:-1]) + f" or {names[-1]}"
+        out.append(AffordQA(f"{truth.scene_id}-afford-{len(out)}", "afford_which_object", "choice",
+                            f"Which object affords {noun}: {listing}?",
+                            f"{names[choices.index(right)][0].upper()}{names[choices.index(right)][1:]}.",
+                            right, "", tuple(choices), tuple("ABCD"[: len(choices)]), names, tuple(choices)))
+    return out
+
+
+@dataclass(frozen=True)
+class AffordScore:
+    """The score of one affordance answer: ``in_mask`` and ``error_m`` for points, ``correct`` for choices."""
+
+    qa_id: str
+    type: str
+    correct: bool | None = None
+    in_mask: bool | None = None
+    error_m: float | None = None
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _qa_dict(qa: AffordQA | dict[str, Any]) -> dict[str, Any]:
+    return qa.to_dict() if isinstance(qa, AffordQA) else qa
+
+
+def score_afford_qa(qa: AffordQA | dict[str, Any], prediction: Any, truth: AffordTruth) -> AffordScore:
+    """Score one answer. Points: ``prediction = {"pixel": [u, v], "point_3d": [x, y, z] or None}`` (or
+    ``None``: no answer, counted wrong); choices: the chosen object id (``None``: wrong)."""
+    q = _qa_dict(qa)
+    if q["type"] == "afford_which_object":
+        ok = prediction is not None and not isinstance(prediction, bool) and int(prediction) == int(q["value"])
+        return AffordScore(q["id"], q["type"], correct=ok)
+    if q["type"] != "afford_hold_point":
+        raise ConfigError(f"QA {q['id']}: unknown affordance question type {q['type']!r}")
+    if prediction is None:
+        return AffordScore(q["id"], q["type"], in_mask=False, error_m=None, note="no answer")
+    if not isinstance(prediction, dict) or "pixel" not in prediction:
+        raise ConfigError(f"QA {q['id']}: a point answer must be a dict with 'pixel' (and 'point_3d'), got "
+                          f"{prediction!r}")
+    part = truth.parts[int(q["part_id"])]
+    u, v = (int(round(float(x))) for x in prediction["pixel"])
+    mask = truth.part_mask
+    inside = mask is not None and 0 <= v < mask.shape[0] and 0 <= u < mask.shape[1] and \
+        int(mask[v, u]) == int(part["id"])
+    err = None
+    if prediction.get("point_3d") is not None:
+        p = np.asarray(prediction["point_3d"], dtype=np.float64)
+        err = float(np.linalg.norm(p - np.asarray(q["value"]["point_3d"], dtype=np.float64)))
+    return AffordScore(q["id"], q["type"], in_mask=bool(inside), error_m=err)
+
+
+def summarise_afford(scores: list[AffordScore]) -> dict[str, Any]:
+    """Point-in-mask accuracy, median / mean 3D error (m) and choice accuracy."""
+    pts = [s for s in scores if s.type == "afford_hold_point"]
+    errs = [s.error_m for s in pts if s.error_m is not None]
+    ch = [s for s in scores if s.type == "afford_which_object"]
+    return {
+        "point": {"n": len(pts), "in_mask": float(np.mean([s.in_mask for s in pts])) if pts else None,
+                  "n_3d": len(errs),
+                  "median_error_m": float(np.median(errs)) if errs else None,
+                  "mean_error_m": float(np.mean(errs)) if errs else None,
+                  "within_5cm": float(np.mean(np.asarray(errs) <= 0.05)) if errs else None},
+        "choice": {"n": len(ch), "accuracy": float(np.mean([s.correct for s in ch])) if ch else None},
+    }
+
+
+def point_answer_from_heatmap(heatmap: Any, truth: AffordTruth, object_id: int, **lift_options: Any
+                              ) -> dict[str, Any] | None:
+    """Answer a point question from a heatmap: lift it per object (:func:`~spatialforge.afford.lift.lift_affordance`)
+    and return the interaction pixel and 3D point of ``object_id``'s region (``None`` when it has none)."""
+    from spatialforge.afford.lift import lift_affordance
+
+    heat = np.asarray(heatmap, dtype=np.float64)
+    obj_only = np.where(truth.instances == object_id, heat, 0.0)
+    for region in lift_affordance(obj_only, truth.depth, truth.intrinsics, truth.gravity, truth.instances,
+                                  **lift_options):
+        if region.object_id == object_id:
+            return {"pixel": list(region.pixel), "point_3d": [float(x) for x in region.interaction_point]}
+    return None
