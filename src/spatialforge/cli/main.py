@@ -44,6 +44,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--height", type=int_at_least(16, 8192), default=480, help="image height in pixels")
     p.add_argument("--depth-format", choices=("png", "npy"), default="png",
                    help="depth.png (uint16 millimetres) or depth.npy (float32 metres)")
+    p.add_argument("--parts", action="store_true",
+                   help="give mugs, kettles and knives part labels with masks (handle, spout, blade) and the "
+                        "actions they afford: truth for affordances in 3D (docs/affordance.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the scenes of an earlier `synth` run in --out (only folders synth wrote)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -157,12 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene_id", help="the scene id (image file stem)")
     p.add_argument("--dest", type=Path, default=None,
                    help="where to write the PNGs (default: OUT_DIR-inspect, beside the input, never inside it)")
-    p = sub.add_parser("show", help="draw a picture of a scene's 3D scene graph",
-                       description="Render boxes, captions and a top-down map of one scene to a PNG.")
+    p = sub.add_parser("show", help="draw a picture or an interactive 3D view of a scene's 3D scene graph",
+                       description="Render boxes, captions and a top-down map of one scene to a PNG, and/or "
+                                   "interactive 3D views in the gravity-aligned frame: a self-contained Plotly "
+                                   "page (--html) and a rerun recording (--rerun; needs the viz3d extra). "
+                                   "See docs/views.md.")
     p.add_argument("scene_dir", type=Path, help="a scene folder")
     p.add_argument("--out", type=Path, default=None,
-                   help="PNG path (default: ./<scene id>_scene_graph.png; never inside the scene folder)")
+                   help="PNG path (default: ./<scene id>_scene_graph.png when neither --html nor --rerun is "
+                        "given; never inside the scene folder)")
+    p.add_argument("--html", type=Path, default=None,
+                   help="write an interactive 3D view as one self-contained .html page that opens offline "
+                        "(default: none)")
+    p.add_argument("--rerun", type=Path, default=None,
+                   help="write a rerun recording (.rrd; open it with `rerun FILE.rrd`) (default: none)")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="a `generate` output folder: this scene's QA pairs go into the --html side panel and "
+                        "the --rerun text entries (default: no QA)")
     from spatialforge.cli.afford import add_afford
+    from spatialforge.cli.app import add_app_parser
     from spatialforge.cli.eval import add_eval
     from spatialforge.cli.reason import add_reason_parser
     from spatialforge.cli.reward import add_reward_parser
@@ -173,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_reason_parser(sub)
     add_reward_parser(sub)
+    add_app_parser(sub)
     return parser
 
 
@@ -186,7 +203,8 @@ def _cmd_synth(args) -> int:
     from spatialforge.synth import SynthConfig, write_synthetic_dataset
     from spatialforge.synth.writer import synth_settings
 
-    cfg = SynthConfig(width=args.width, height=args.height, depth_noise=args.noise, depth_format=args.depth_format)
+    cfg = SynthConfig(width=args.width, height=args.height, depth_noise=args.noise, depth_format=args.depth_format,
+                      parts=args.parts)
     prepared = prepare_output_dir(args.out, _SCENES, overwrite=args.overwrite)
     settings = synth_settings(args.seed, cfg)
     record = args.out / "synth.json"
@@ -409,17 +427,43 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_show(args) -> int:
+    from spatialforge import viz3d
+    from spatialforge.errors import ConfigError
     from spatialforge.geometry import build_scene_graph
+    from spatialforge.io.outdir import atomic_path
     from spatialforge.io.scene_folder import load_scene
     from spatialforge.viz import render_scene_graph
 
-    out = args.out or Path(f"{args.scene_dir.resolve().name}_scene_graph.png")
-    check_output_file(out, [args.scene_dir], suffixes=(".png",))
+    if args.dataset is not None and args.html is None and args.rerun is None:
+        raise ConfigError("--dataset: the QA pairs go into --html or --rerun; give one of them")
+    inputs = [args.scene_dir, args.dataset]
+    png = args.out
+    if png is None and args.html is None and args.rerun is None:
+        png = Path(f"{args.scene_dir.resolve().name}_scene_graph.png")
+    if png is not None:
+        check_output_file(png, inputs, suffixes=(".png",))
+    if args.html is not None:
+        check_output_file(args.html, inputs, flag="--html", suffixes=(".html", ".htm"))
+    if args.rerun is not None:
+        check_output_file(args.rerun, inputs, flag="--rerun", suffixes=(".rrd",))
+    if args.html is not None:  # a missing extra fails before any work
+        viz3d.require_plotly()
+    if args.rerun is not None:
+        viz3d.require_rerun()
     scene = load_scene(args.scene_dir)
+    qa = None if args.dataset is None else viz3d.qa_for_scene(args.dataset, scene.scene_id)
     graph = build_scene_graph(scene)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_scene_graph(scene, graph).save(out)
-    print(f"wrote {out}")
+    if png is not None:
+        with atomic_path(png) as tmp:
+            render_scene_graph(scene, graph).save(tmp, format="PNG")
+        print(f"wrote {png}")
+    if args.html is not None:
+        viz3d.write_html(viz3d.scene_figure(scene, graph), args.html, graph=graph, qa=qa,
+                         qa_source=None if args.dataset is None else str(args.dataset))
+        print(f"wrote {args.html}")
+    if args.rerun is not None:
+        viz3d.write_rerun(scene, graph, args.rerun, qa=qa)
+        print(f"wrote {args.rerun}")
     return 0
 
 
@@ -441,6 +485,12 @@ def _cmd_reason(args) -> int:
     return cmd_reason(args)
 
 
+def _cmd_app(args) -> int:
+    from spatialforge.cli.app import cmd_app
+
+    return cmd_app(args)
+
+
 def _cmd_reward(args) -> int:
     from spatialforge.cli.reward import cmd_reward
 
@@ -456,7 +506,7 @@ def _cmd_afford(args) -> int:
 _COMMANDS = {"synth": _cmd_synth, "generate": _cmd_generate, "catalog": _cmd_catalog,
              "export": _cmd_export, "demo": _cmd_demo, "show": _cmd_show, "inspect": _cmd_inspect,
              "afford": _cmd_afford, "eval": _cmd_eval, "train": _cmd_train, "reason": _cmd_reason,
-             "reward": _cmd_reward}
+             "reward": _cmd_reward, "app": _cmd_app}
 
 
 def _quiet_broken_pipe() -> int:
