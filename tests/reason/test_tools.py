@@ -33,6 +33,7 @@ def tools() -> SceneTools:
     ("height", 3, None, 0.9, "m"),
     ("camera_distance", 3, None, 3.04, "m"),
     ("elevation", 4, None, 1.5, "m"),
+    ("size", 2, None, 0.4 * 0.3 * 0.25, "m^3"),
 ])
 def test_measure_every_quantity(tools, quantity, a, b, value, unit):
     args = {"quantity": quantity, "a": a, **({"b": b} if b is not None else {})}
@@ -45,7 +46,19 @@ def test_measure_every_quantity(tools, quantity, a, b, value, unit):
 
 def test_every_quantity_is_covered():
     assert set(QUANTITIES) == {"distance", "horizontal_distance", "vertical_distance", "clock", "width", "depth",
-                               "height", "camera_distance", "elevation"}
+                               "height", "camera_distance", "elevation", "size"}
+
+
+def test_direction_gives_the_offsets_along_the_three_axes(tools):
+    # the blue box (1, 2, .5) from the red mug (0, 2, .5): 1 m to the right, 0.24 m farther from the camera
+    out = tools.call("measure", {"quantity": "direction", "a": "the blue box", "b": "the red mug"})
+    assert out["value"] == pytest.approx({"right_m": 1.0, "farther_m": 0.24, "above_m": 0.0})
+    assert out["description"] == "a is 1.00 m to the right of, 0.24 m farther from the camera than b"
+    back = tools.call("measure", {"quantity": "direction", "a": 1, "b": 4})  # the mug from the lamp above it
+    assert back["value"]["above_m"] == pytest.approx(-1.0) and "1.00 m below" in back["description"]
+    with pytest.raises(ToolError, match="direction needs two objects"):
+        tools.call("measure", {"quantity": "direction", "a": 1})
+    assert "direction" in json.dumps(tools.specs())
 
 
 def test_vertical_quantities_flagged_without_a_support_plane():
@@ -167,7 +180,7 @@ def test_specs_are_openai_function_tools(tools):
         params = s["function"]["parameters"]
         assert params["type"] == "object" and set(params["required"]) <= set(params["properties"])
     measure = specs[names.index("measure")]["function"]["parameters"]
-    assert measure["properties"]["quantity"]["enum"] == list(QUANTITIES)
+    assert measure["properties"]["quantity"]["enum"] == [*QUANTITIES, "direction"]
     json.dumps(specs)
 
 

@@ -101,7 +101,28 @@ QUANTITIES: dict[str, tuple[int, str, bool, Callable[..., float | int]]] = {
     "height": (1, "m", True, lambda a: float(a.height)),
     "camera_distance": (1, "m", False, lambda a: float(a.camera_distance)),
     "elevation": (1, "m", True, lambda a: float(a.center[2])),
+    "size": (1, "m^3", True, lambda a: float(a.volume)),
 }
+#: the relation of a to b along the three axes of docs/conventions.md (a structured value, not a number)
+DIRECTION = "direction"
+
+
+def _direction(a: Any, b: Any) -> dict[str, float]:
+    """Signed offsets of ``a`` from ``b``: right of it along the camera's horizontal right axis, farther from the
+    camera (difference of camera distances, the convention of behind / in front of), above it along gravity."""
+    return {"right_m": float(a.center[0] - b.center[0]),
+            "farther_m": float(a.camera_distance - b.camera_distance),
+            "above_m": float(a.center[2] - b.center[2])}
+
+
+def _say_direction(d: dict[str, float], near: float = 0.05) -> str:
+    parts = []
+    for key, pos, neg in (("right_m", "to the right of", "to the left of"),
+                          ("farther_m", "farther from the camera than", "closer to the camera than"),
+                          ("above_m", "above", "below")):
+        if abs(d[key]) >= near:
+            parts.append(f"{abs(d[key]):.2f} m {pos if d[key] > 0 else neg}")
+    return "a is " + (", ".join(parts) + " b" if parts else f"within {near} m of b on every axis")
 
 
 # ---------------------------------------------------------------- argument checks
@@ -366,9 +387,21 @@ class SceneTools:
         } for o in self.graph.objects]}
 
     def measure(self, quantity: Any, a: Any, b: Any = None) -> dict[str, Any]:
-        if not isinstance(quantity, str) or quantity.strip().lower() not in QUANTITIES:
-            raise ToolError(f"measure: unknown quantity {quantity!r}; use one of: {', '.join(QUANTITIES)}")
+        known = (*QUANTITIES, DIRECTION)
+        if not isinstance(quantity, str) or quantity.strip().lower() not in known:
+            raise ToolError(f"measure: unknown quantity {quantity!r}; use one of: {', '.join(known)}")
         quantity = quantity.strip().lower()
+        if quantity == DIRECTION:
+            if b is None:
+                raise ToolError("measure: direction needs two objects (a and b)")
+            obj_a, obj_b = self.resolve("measure", a), self.resolve("measure", b)
+            if obj_b.id == obj_a.id:
+                raise ToolError(f"measure: direction needs two different objects, got {obj_a.id} twice")
+            value = _direction(obj_a, obj_b)
+            out = {"quantity": DIRECTION, "value": value, "unit": "m", "description": _say_direction(value)}
+            if not self.graph.gravity.reliable:
+                out["note"] = "vertical_unreliable"
+            return out
         arity, unit, vertical, get = QUANTITIES[quantity]
         obj_a = self.resolve("measure", a)
         if arity == 2:
@@ -402,8 +435,9 @@ class SceneTools:
                   "z up] and width, depth, height in metres.", {}, ()),
             _spec("measure", "Measure one quantity exactly from the 3D scene graph. Two objects: distance, "
                   "horizontal_distance, vertical_distance (m), clock (clock hour 1-12 of b seen from a; 12 = "
-                  "forward, 3 = right). One object (a): width, depth, height, camera_distance, elevation (m).",
-                  {"quantity": {"type": "string", "enum": list(QUANTITIES)},
+                  "forward, 3 = right), direction (a's offsets from b: right_m, farther_m from the camera, above_m). "
+                  "One object (a): width, depth, height, camera_distance, elevation (m), size (box volume, m^3).",
+                  {"quantity": {"type": "string", "enum": [*QUANTITIES, DIRECTION]},
                    "a": _object_param(_OBJECT_HELP), "b": _object_param("the second object, for two-object "
                                                                           "quantities")}, ("quantity", "a")),
             _spec("point_segment_distance", "Distance (m) from the centre of object `point` to the straight segment "
