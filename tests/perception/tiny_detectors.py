@@ -82,12 +82,13 @@ def build_tiny_grounding_dino(folder: str | Path, seed: int = 0, *, num_queries:
     return folder
 
 
-def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def clip_vocab_and_merges(words=None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A tiny CLIP BPE vocabulary: every letter and digit, plus whole-word merges for ``words`` (default: OWL_WORDS)."""
     tokens = ["!"]  # CLIP's pad token "!" has id 0
     for ch in string.ascii_lowercase + string.digits + "-'.,":
         tokens += [ch, ch + "</w>"]
     merges: list[tuple[str, str]] = []
-    for word in OWL_WORDS:
+    for word in OWL_WORDS if words is None else words:
         if len(word) < 2:
             continue
         prefix = word[0]
@@ -109,7 +110,7 @@ def build_tiny_owlv2(folder: str | Path, seed: int = 0) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _clip_vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges()
     max_len = 16
     tokenizer = tf.CLIPTokenizer(vocab=vocab, merges=merges, unk_token="<|endoftext|>", pad_token="!",
                                  model_max_length=max_len)

@@ -20,33 +20,15 @@ cover part of an image instead of all of it.
 from __future__ import annotations
 
 import math
-import string
 from pathlib import Path
+
+from tests.perception.tiny_detectors import clip_vocab_and_merges
 
 __all__ = ["SAM3_IMAGE_SIZE", "SAM3_QUERIES", "SAM3_WORDS", "build_tiny_sam3"]
 
 SAM3_IMAGE_SIZE = 112
 SAM3_QUERIES = 12
 SAM3_WORDS = ("a", "cat", "dog", "chair", "table", "cup", "lamp", "sofa", "remote", "control", "red", "mug")
-
-
-def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    tokens = ["!"]  # CLIP's pad token "!" has id 0
-    for ch in string.ascii_lowercase + string.digits + "-'.,":
-        tokens += [ch, ch + "</w>"]
-    merges: list[tuple[str, str]] = []
-    for word in SAM3_WORDS:
-        if len(word) < 2:
-            continue
-        prefix = word[0]
-        for k, ch in enumerate(word[1:], start=1):
-            piece = ch + "</w>" if k == len(word) - 1 else ch
-            merges.append((prefix, piece))
-            prefix = prefix + piece
-            tokens.append(prefix)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    unique = list(dict.fromkeys(tokens))
-    return {t: i for i, t in enumerate(unique)}, list(dict.fromkeys(merges))
 
 
 def _reference_image(size: int):
@@ -65,7 +47,7 @@ def build_tiny_sam3(folder: str | Path, seed: int = 3) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     size, grid = SAM3_IMAGE_SIZE, SAM3_IMAGE_SIZE // 14
-    vocab, merges = _vocab_and_merges()
+    vocab, merges = clip_vocab_and_merges(SAM3_WORDS)
     tokenizer = tf.CLIPTokenizer(vocab=vocab, merges=merges, unk_token="<|endoftext|>", pad_token="!",
                                  model_max_length=32)
     image_processor = tf.Sam3ImageProcessor(size={"height": size, "width": size},
