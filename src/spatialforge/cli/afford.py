@@ -540,19 +540,19 @@ def _lift_all(args: argparse.Namespace, name: str, image: Path, heatmaps: dict[s
     from spatialforge.geometry.noise import estimate_depth_noise
     from spatialforge.geometry.scene_graph import scene_gravity
     from spatialforge.io.dataset import atomic_write_json
-    from spatialforge.io.scene_folder import _load_camera, _load_depth
+    from spatialforge.io.scene_folder import load_camera, load_depth
 
     path = _depth_file(args.depth, name, image)
     if path is None:
         return None
-    depth = _load_depth(path)
+    depth = load_depth(path)
     h, w = next(iter(heatmaps.values())).shape
     if depth.shape != (h, w):
         raise ConfigError(f"--depth {path}: size {depth.shape[1]}x{depth.shape[0]} differs from the image's {w}x{h}")
     if not (depth > 0).any():
         raise ConfigError(f"--depth {path}: no valid depth (all zero)")
     if (args.depth / "camera.json").is_file():
-        intr = _load_camera(args.depth / "camera.json", w, h)
+        intr = load_camera(args.depth / "camera.json", w, h)
     else:
         f = (w / 2.0) / math.tan(math.radians(args.hfov) / 2.0)
         intr = CameraIntrinsics(f, f, (w - 1) / 2.0, (h - 1) / 2.0, w, h)

@@ -25,7 +25,12 @@ from spatialforge.io.outdir import make_temp_dir
 __all__ = [
     "DepthLimits",
     "find_scene_dirs",
+    "load_camera",
+    "load_depth",
+    "load_rgb",
     "load_scene",
+    "load_uint16_png",
+    "one_of",
     "save_scene",
 ]
 
@@ -63,7 +68,8 @@ def find_scene_dirs(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def _one_of(folder: Path, names: tuple[str, ...], what: str) -> Path:
+def one_of(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    """The one file of ``names`` in ``folder`` (``what`` names it in errors): missing or two of them -> one line."""
     present = [folder / n for n in names if (folder / n).is_file()]
     if not present:
         raise _fail(folder, f"missing {what} (expected one of {', '.join(names)})", "missing_file")
@@ -90,7 +96,8 @@ def _read_json(path: Path) -> Any:
         raise _fail(path, f"cannot read file ({exc})", "unreadable_file") from exc
 
 
-def _load_rgb(path: Path) -> np.ndarray:
+def load_rgb(path: Path) -> np.ndarray:
+    """An 8-bit colour image as ``(H, W, 3)`` uint8 (16-bit or float images are refused in one line)."""
     img = _open_image(path)
     if img.mode in ("I", "I;16", "I;16B", "F"):
         raise _fail(path, f"expected an 8-bit colour image, got mode {img.mode}")
@@ -99,7 +106,8 @@ def _load_rgb(path: Path) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _load_uint16_png(path: Path, what: str) -> np.ndarray:
+def load_uint16_png(path: Path, what: str) -> np.ndarray:
+    """A single-channel 16-bit PNG (8-bit accepted for ``what="instances"``) as uint16; ``what`` names it in errors."""
     img = _open_image(path)
     if img.mode in ("I;16", "I;16B", "I;16L"):
         return np.asarray(img).astype(np.uint16)
@@ -115,9 +123,10 @@ def _load_uint16_png(path: Path, what: str) -> np.ndarray:
     raise _fail(path, f"{what} must be a single-channel 16-bit (or 8-bit) PNG, got mode {img.mode}")
 
 
-def _load_depth(path: Path) -> np.ndarray:
+def load_depth(path: Path) -> np.ndarray:
+    """Metric depth (float32 metres, 0 = invalid) from a 16-bit millimetre PNG or a 2-D float ``.npy``."""
     if path.suffix == ".png":
-        return _load_uint16_png(path, "depth").astype(np.float32) / 1000.0
+        return load_uint16_png(path, "depth").astype(np.float32) / 1000.0
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -127,7 +136,8 @@ def _load_depth(path: Path) -> np.ndarray:
     return np.where(np.isfinite(arr), arr, 0.0).astype(np.float32)
 
 
-def _load_camera(path: Path, width: int, height: int) -> CameraIntrinsics:
+def load_camera(path: Path, width: int, height: int) -> CameraIntrinsics:
+    """The pinhole intrinsics of ``camera.json`` (fx, fy, cx, cy) for an image of ``width`` x ``height``."""
     data = _read_json(path)
     if not isinstance(data, dict):
         raise _fail(path, f"expected a JSON object with fx, fy, cx, cy, got {type(data).__name__}")
@@ -201,24 +211,24 @@ def load_scene(folder: str | os.PathLike[str], scene_id: str | None = None) -> R
     folder = Path(folder)
     if not folder.is_dir():
         raise _fail(folder, "not a directory", "missing_file")
-    image_path = _one_of(folder, IMAGE_NAMES, "image")
-    depth_path = _one_of(folder, DEPTH_NAMES, "depth map")
+    image_path = one_of(folder, IMAGE_NAMES, "image")
+    depth_path = one_of(folder, DEPTH_NAMES, "depth map")
     for name in REQUIRED:
         if not (folder / name).is_file():
             raise _fail(folder / name, "missing file", "missing_file")
 
-    image = _load_rgb(image_path)
+    image = load_rgb(image_path)
     h, w = image.shape[:2]
-    depth = _load_depth(depth_path)
+    depth = load_depth(depth_path)
     if depth.shape != (h, w):
         raise _fail(depth_path, f"size {depth.shape[1]}x{depth.shape[0]} differs from "
                                 f"{image_path.name} {w}x{h}", "size_mismatch")
     inst_path = folder / "instances.png"
-    instances = _load_uint16_png(inst_path, "instances")
+    instances = load_uint16_png(inst_path, "instances")
     if instances.shape != (h, w):
         raise _fail(inst_path, f"size {instances.shape[1]}x{instances.shape[0]} differs from "
                                f"{image_path.name} {w}x{h}", "size_mismatch")
-    intrinsics = _load_camera(folder / "camera.json", w, h)
+    intrinsics = load_camera(folder / "camera.json", w, h)
     objects = _load_objects(folder / "objects.json")
     _check_depth(depth_path, depth)
 

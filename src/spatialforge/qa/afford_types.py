@@ -89,7 +89,7 @@ class AffordTruth:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> AffordTruth:
         """From a synthetic scene folder (``ground_truth.json``, ``parts.png`` when it has parts, ...)."""
-        from spatialforge.io.scene_folder import _load_camera, _load_depth, _load_uint16_png, _one_of
+        from spatialforge.io.scene_folder import load_camera, load_depth, load_uint16_png, one_of
 
         folder = Path(folder)
         gt_path = folder / "ground_truth.json"
@@ -99,16 +99,16 @@ class AffordTruth:
             gt = json.loads(gt_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{gt_path}: cannot read ({exc})") from None
-        instances = _load_uint16_png(folder / "instances.png", "instances")
+        instances = load_uint16_png(folder / "instances.png", "instances")
         h, w = instances.shape
-        depth = _load_depth(_one_of(folder, ("depth.npy", "depth.png"), "depth"))
-        intr = _load_camera(folder / "camera.json", w, h)
+        depth = load_depth(one_of(folder, ("depth.npy", "depth.png"), "depth"))
+        intr = load_camera(folder / "camera.json", w, h)
         parts = {int(p["id"]): p for p in gt.get("parts", [])}
         mask = None
         if parts:
             if not (folder / "parts.png").is_file():
                 raise ConfigError(f"{folder}: ground_truth.json lists parts but parts.png is missing")
-            mask = _load_uint16_png(folder / "parts.png", "parts")
+            mask = load_uint16_png(folder / "parts.png", "parts")
             if mask.shape != (h, w):
                 raise ConfigError(f"{folder / 'parts.png'}: size {mask.shape[::-1]} differs from instances.png's "
                                   f"{(w, h)}")

@@ -249,8 +249,8 @@ def _frame_times(folder: Path, meta: _FramesMeta, fps: float | None, n: int) -> 
 
 
 # ----------------------------------------------------------------------------- frame folders
-def _load_rgb(path: Path) -> np.ndarray:
-    from spatialforge.io.scene_folder import _load_rgb as load
+def load_rgb(path: Path) -> np.ndarray:
+    from spatialforge.io.scene_folder import load_rgb as load
 
     return load(path)
 
@@ -262,12 +262,12 @@ def _read_frames(folder: Path, sel: _Select, fps: float | None) -> Trajectory:
     meta = _frames_meta(folder)
     times, rate = _frame_times(folder, meta, fps, len(files))
     intrinsics = None
-    first = _load_rgb(files[0])
+    first = load_rgb(files[0])
     h, w = first.shape[:2]
     if (folder / "camera.json").is_file():
-        from spatialforge.io.scene_folder import _load_camera
+        from spatialforge.io.scene_folder import load_camera
 
-        intrinsics = _load_camera(folder / "camera.json", w, h)
+        intrinsics = load_camera(folder / "camera.json", w, h)
     picks = sel.picks(len(files))
     sel.check_memory(folder, len(picks), w, h)
     size = sel.size(w, h)
@@ -280,17 +280,17 @@ def _read_frames(folder: Path, sel: _Select, fps: float | None) -> Trajectory:
 def _frames_of(files: list[Path], depth_files: list[Path] | None, picks: Any, first: np.ndarray,
                times: Any, size: Any) -> list[Frame]:
     """The picked frames of a frame folder (``depth_files``: an RGB-D folder's, else None), all of one size."""
-    from spatialforge.io.scene_folder import _load_depth
+    from spatialforge.io.scene_folder import load_depth
 
     h, w = first.shape[:2]
     frames = []
     for i in picks:
-        image = first if i == 0 else _load_rgb(files[i])
+        image = first if i == 0 else load_rgb(files[i])
         if image.shape[:2] != (h, w):
             raise _err(files[i], f"size {image.shape[1]}x{image.shape[0]} differs from {files[0].name} {w}x{h}")
         depth = None
         if depth_files is not None:
-            depth = _load_depth(depth_files[i])
+            depth = load_depth(depth_files[i])
             if depth.shape != (h, w):
                 raise _err(depth_files[i], f"size {depth.shape[1]}x{depth.shape[0]} differs from the image "
                                            f"{files[i].name} {w}x{h}")
@@ -300,7 +300,7 @@ def _frames_of(files: list[Path], depth_files: list[Path] | None, picks: Any, fi
 
 
 def _read_rgbd(folder: Path, sel: _Select, fps: float | None) -> Trajectory:
-    from spatialforge.io.scene_folder import _load_camera
+    from spatialforge.io.scene_folder import load_camera
 
     rgb_dir, depth_dir, camera = folder / "rgb", folder / "depth", folder / "camera.json"
     for need in (rgb_dir, depth_dir):
@@ -322,9 +322,9 @@ def _read_rgbd(folder: Path, sel: _Select, fps: float | None) -> Trajectory:
         depth_files.append(found[0])
     meta = _frames_meta(folder)
     times, rate = _frame_times(folder, meta, fps, len(files))
-    first = _load_rgb(files[0])
+    first = load_rgb(files[0])
     h, w = first.shape[:2]
-    intrinsics = _load_camera(camera, w, h)
+    intrinsics = load_camera(camera, w, h)
     picks = sel.picks(len(files))
     sel.check_memory(folder, len(picks), w, h, depth=True)
     size = sel.size(w, h)
