@@ -337,6 +337,26 @@ def test_photo_stage_resources_default_to_the_cluster_and_must_fit_it():
         RayDataExecutor(_pipe(()), resources={"decode": {"num_gpus": 1}})
 
 
+def test_a_ray_data_actor_or_task_with_another_spatialforge_version_stops_the_run_with_one_line():
+    from spatialforge import __version__
+    from spatialforge.pipeline.ray_photos import _cpu_steps, _Steps
+
+    pipe = _pipe(())
+    batch = {"key": [0, 1], "chunk": [b"x", b"y"], "stats": ["{}", "{}"], "error": ["", ""]}
+    # the stages are not unpickled on a mismatched node (they came from another version): garbage is fine
+    actor = _Steps(pipe.config, b"not a pickle", ("depth",), version="0.0.1")
+    out = actor(batch)
+    assert actor.pipeline is None
+    assert out["error"] == [f"a Ray node runs spatialforge {__version__}, the driver runs 0.0.1: install the same "
+                            "version on every node, then rerun"] * 2
+    for steps in (("decode",), ()):
+        out = _cpu_steps(dict(batch), config=pipe.config, stages=b"not a pickle", steps=steps, version="0.0.1")
+        assert all("the driver runs 0.0.1" in e for e in out["error"]) and len(out["error"]) == 2
+    # the same version loads the stages and runs (here: assembles nothing, as the chunks are not chunk states)
+    same = _Steps(pipe.config, pickle.dumps(pipe.stages), ("depth",), version=__version__)
+    assert same.pipeline is not None and same.mismatch == ""
+
+
 def test_a_shard_processed_by_another_spatialforge_version_is_refused(synth_dir, tmp_path, monkeypatch):
     import spatialforge.pipeline.generate as gen
 

@@ -163,19 +163,31 @@ class _Steps:
     """Runs some steps of the pipeline on each chunk of a batch (Ray Data rows: ``key``, ``chunk``, ``stats``,
     ``error``); an error that must stop the run travels as data, so that Ray does not retry it."""
 
-    def __init__(self, config: Any, stages: bytes, steps: tuple[str, ...], setup: tuple[str, ...] = ()):
+    def __init__(self, config: Any, stages: bytes, steps: tuple[str, ...], setup: tuple[str, ...] = (),
+                 version: str | None = None):
+        from spatialforge import __version__
         from spatialforge.pipeline.runners import _setup_once
 
+        self.steps = steps
+        self.pipeline: PerceptionPipeline | None = None
+        # a node with another spatialforge installed would give other records: every chunk it gets stops the
+        # run with this message (no model is loaded: the stages were pickled by another version)
+        self.mismatch = ""
+        if version is not None and version != __version__:
+            self.mismatch = (f"a Ray node runs spatialforge {__version__}, the driver runs {version}: install the "
+                             "same version on every node, then rerun")
+            return
         for hook in setup:
             _setup_once(hook)
         # every model of this actor stays loaded between chunks (low memory is about one process, not an actor)
         self.pipeline = PerceptionPipeline(replace(config, low_memory=False), pickle.loads(stages))
-        self.steps = steps
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, list[Any]] = {"key": [], "chunk": [], "stats": [], "error": []}
         for key, blob, stats, error in zip(batch["key"], batch["chunk"], batch["stats"], batch["error"], strict=True):
+            error = error or self.mismatch
             if not error:  # else an earlier step stopped the run: the error is passed on
+                assert self.pipeline is not None  # set whenever there is no mismatch
                 chunk: ChunkState = pickle.loads(blob)
                 before = _stats(self.pipeline, self.steps)
                 try:
@@ -193,16 +205,18 @@ class _Steps:
 
 
 def _cpu_steps(batch: dict[str, Any], *, config: Any, stages: bytes, steps: tuple[str, ...],
-               setup: tuple[str, ...] = ()) -> dict[str, Any]:
+               setup: tuple[str, ...] = (), version: str | None = None) -> dict[str, Any]:
     """A CPU task (no model): ``steps`` (``decode``) on each chunk, or, with no steps, the chunk's assembly
     into scenes (the last task; its ``chunk`` column then holds ``(scenes, failed, filtered)``)."""
-    runner = _Steps(config, stages, steps, setup)
+    runner = _Steps(config, stages, steps, setup, version)
     if steps:
         return runner(batch)
     out: dict[str, list[Any]] = {"key": [], "chunk": [], "stats": [], "error": []}
     for key, blob, stats, error in zip(batch["key"], batch["chunk"], batch["stats"], batch["error"], strict=True):
         result = None
+        error = error or runner.mismatch
         if not error:
+            assert runner.pipeline is not None
             try:
                 result = runner.pipeline.assemble(pickle.loads(blob))
             except SpatialForgeError as exc:
@@ -351,7 +365,9 @@ class RayDataExecutor:
                 for k, c in chunks.items()]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         kwargs = {"batch_size": 1, "batch_format": "numpy", "zero_copy_batch": True}
-        task = {"config": config, "stages": stages_blob, "setup": self.setup}
+        from spatialforge import __version__
+
+        task = {"config": config, "stages": stages_blob, "setup": self.setup, "version": __version__}
         ds = ds.map_batches(_cpu_steps, fn_kwargs=task | {"steps": ("decode",)}, max_retries=self.max_retries,
                             **self.cpu, **kwargs)
         for group in photo_stage_groups(self.pipeline):
