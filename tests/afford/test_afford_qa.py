@@ -150,3 +150,35 @@ def test_synth_command_writes_parts_only_when_asked(tmp_path):
     # resuming with the other setting is refused, naming it
     assert main(["synth", "--n", "6", "--out", str(tmp_path / "q"), "--parts", "--no-progress", "--width", "160",
                  "--height", "120"]) == 2
+
+
+def test_scene_afford_reasons_and_records(tmp_path):
+    from spatialforge.io.dataset import decode_mask_rle
+    from spatialforge.qa.afford_types import scene_afford
+
+    scene = next(s for s in (generate_scene(i, 0, PARTS) for i in range(10)) if s.ground_truth["parts"])
+    folder = write_scene(scene, tmp_path)
+    got = scene_afford(folder, "renamed", seed=0)
+    assert got.reason is None and got.qa and all(q.id.startswith("renamed-a") for q in got.qa)
+    points = [q for q in got.qa if q.kind == "point"]
+    assert [r["qa_id"] for r in got.records] == [q.id for q in points]
+    for q, r in zip(points, got.records, strict=True):
+        assert np.array_equal(decode_mask_rle(r["mask"]), scene.parts == q.part_id)
+        assert r["pixel"] == q.value["pixel"] and r["point_3d"] == q.value["point_3d"]
+        record = q.qa_record()
+        assert record["value"] == float(q.part_id) and record["unit"] == "point" and "part_id" not in record
+    for q in got.qa:
+        if q.kind == "choice":
+            assert q.qa_record()["value"] == float(q.value) and q.qa_record()["unit"] == "object"
+    # the same scene under the same seed and id gives the same questions; the answer states the truth exactly
+    assert scene_afford(folder, "renamed", seed=0) == got
+    assert all(f"{p.value['point_3d'][0]:.3f}" in p.answer for p in points)
+    plain = write_scene(generate_scene(0, seed=0), tmp_path / "plain")
+    assert scene_afford(plain, "x").reason == "no_parts" and scene_afford(plain, "x").qa == ()
+    (plain / "ground_truth.json").unlink()
+    assert scene_afford(plain, "x").reason == "no_ground_truth"
+    gt = json.loads((folder / "ground_truth.json").read_text())
+    del gt["parts"][0]["id"]
+    (folder / "ground_truth.json").write_text(json.dumps(gt))
+    broken = scene_afford(folder, "renamed")
+    assert broken.reason == "unreadable_truth" and "malformed part or object entry" in broken.message

@@ -89,6 +89,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--with-reasoning", action="store_true",
                    help="write each composite answer in the chat messages as <think>the steps, with the exact "
                         "measured values</think> then the answer (training data for chains; needs --composite)")
+    p.add_argument("--afford", action="store_true",
+                   help="also ask the affordance questions (afford_hold_point: where to hold an object, answered "
+                        "with a pixel and a 3D point; afford_which_object: which object affords cutting or pouring) "
+                        "on scenes whose ground_truth.json lists part labels (`spatialforge synth --parts`), and "
+                        "store their truth in an extra `afford` column; other scenes get none and are counted "
+                        "(docs/affordance.md)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_runner_options(p)
@@ -248,7 +254,8 @@ def _generate_config(args):
         composite = CompositeConfig(per_scene=args.composite, units=args.units, margin_m=args.margin,
                                     margin_rel=args.margin_rel, seed=args.seed)
     return GenerateConfig(qa=qa, geometry=GeometryConfig(seed=args.seed), shard_size=args.shard_size,
-                          fail_fast=args.fail_fast, composite=composite, with_reasoning=args.with_reasoning)
+                          fail_fast=args.fail_fast, composite=composite, with_reasoning=args.with_reasoning,
+                          afford=args.afford)
 
 
 def _print_summary(manifest: dict, out: Path) -> None:
@@ -265,6 +272,12 @@ def _print_summary(manifest: dict, out: Path) -> None:
               "(those scenes hold fewer askable questions)")
     print(f"gravity: {c['gravity']}; objects measured {c['objects_measured']}, "
           f"skipped {sum(c['objects_skipped'].values())}, unreferable {c['objects_unreferable']}")
+    afford = c.get("afford")
+    if afford is not None:
+        why = ", ".join(f"{k} {v}" for k, v in afford["without_parts_by_reason"].items())
+        print("affordance questions: " + ", ".join(f"{k} {v}" for k, v in afford["per_type"].items())
+              + f"; {count(afford['scenes_with_parts'], 'scene')} with part labels, {afford['scenes_without_parts']} "
+                f"without" + (f" ({why})" if why else ""))
     for r in manifest["rejected"][:10]:
         print(f"  rejected {r['scene_id']}: {r['message']}")
     if len(manifest["rejected"]) > 10:

@@ -6,6 +6,7 @@ Three readers, each returning a :class:`~spatialforge.eval.types.ParsedAnswer`, 
   given in that unit), a ratio (``"ratio"``) or a clock hour (``"clock"``);
 * :func:`parse_yes_no` — a bool;
 * :func:`parse_choice` — the index of the option the reply names;
+* :func:`parse_point` — an image point (pixel) and / or a 3D point (metres);
 * :func:`parse_answer` — dispatch on a question's ``kind`` / ``unit``; optionally with the question's
   text, type (``"left_predicate"``, ``"close_choice"`` ...) and compared objects (:func:`item_subjects`),
   which let a reply that states a relation instead of yes / no or an option name be read.
@@ -133,6 +134,24 @@ Relations
     options (or the named object it is compared with). Several relations must agree, or those after
     the last concluding marker decide; else a choice falls back to the rules above.
 
+Points
+    An image point is read from "(412, 230)", "[412, 230]", "pixel (412, 230)", "(412 px, 230 px)",
+    "x=412, y=230" / "x: 412 and y: 230" / "u=412, v=230", "at pixel 412, 230", Qwen2.5-VL's JSON
+    ``{"point_2d": [412, 230]}`` (in a list or a code fence too; ``"bbox_2d": [x1, y1, x2, y2]`` gives
+    the box centre, flag ``box``), and Molmo's ``<point x="61.5" y="40.4" alt="...">`` or ``<points
+    x1=".." y1=".." x2=..>`` (percent of the image width / height, flag ``percent``). A pair of numbers
+    both between 0 and 1, one with a decimal point ("(0.64, 0.48)"), is a fraction of the image
+    width / height (flag ``normalized``). Percent and fractions need the image size (``image_size``);
+    without it they are not read (flag ``no_image_size``). Pixels are (column, row) from the top-left
+    corner. A 3D point is a triple: "(0.42, 1.10, 0.75) m", "(42, 110, 75) cm", "(420 mm, 1100 mm,
+    750 mm)", "x=0.42 m, y=1.10 m, z=0.75 m", ``"point_3d": [0.42, 1.1, 0.75]`` (metres), in any length
+    unit of :data:`LENGTH_UNITS` (a triple without a unit is in metres, flag ``unit_assumed``); a pair
+    with a length unit ("(0.4, 1.1) m") is neither. The value is ``{"pixel": [u, v] or None,
+    "point_3d": [x, y, z] or None}``; a reply may give either or both. The same point stated twice
+    (within 1 pixel / 1 mm, e.g. "(412, 230), i.e. x=412, y=230") counts once; two different pixels or
+    two different 3D points -> ``ambiguous`` (flag ``multiple``). Refusals as below; a point stated
+    despite a refusal phrase follows the same rule as a value (flag ``hedged``).
+
 Refusals
     "I cannot determine", "impossible to tell", "I don't know", "I'm not sure", "sorry", "hard to
     say", "not enough information", "there isn't enough information", "the image does not show ...",
@@ -150,7 +169,8 @@ Flags
     says); ``multiple``, ``conclusion``, ``reference``, ``subject``, ``boxed``, ``relation``,
     ``both_named``, ``negated_subject``, ``by_elimination``, ``letter``, ``ordinal`` (how it was
     chosen); ``implicit`` (no explicit yes / no / number); ``hedged`` (a value
-    despite a refusal phrase); ``both`` (yes and no); ``unresolved_reference``; ``value_in_refusal``.
+    despite a refusal phrase); ``both`` (yes and no); ``unresolved_reference``; ``value_in_refusal``;
+    for points ``json``, ``box``, ``percent``, ``normalized``, ``no_image_size``.
 """
 
 from __future__ import annotations
@@ -174,6 +194,7 @@ __all__ = [
     "normalize_text",
     "parse_answer",
     "parse_choice",
+    "parse_point",
     "parse_quantity",
     "parse_yes_no",
     "strip_reasoning",
@@ -1897,17 +1918,199 @@ def _agreeing(decisions: list[tuple[int, object]], low: str) -> object:
 _CONFLICT = object()
 
 
+# ----------------------------------------------------------------------------------------------- points
+
+_PT_NUM = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)"
+_PT_LEN = "|".join(sorted((re.escape(u) for u in UNIT_ALIASES if u.isalpha()), key=len, reverse=True))
+# a length unit after a number; "in" only when no word follows ("(1, 2, 3) in the frame" is not inches)
+_PT_UNIT = rf"(?:(?!in\s+[a-z])(?:{_PT_LEN})\b\.?)"
+_PT_PX = r"(?:px|pixels?)\b"
+_PT_JSON = re.compile(r"[\"']?(?P<key>point_2d|point_3d|bbox_2d)[\"']?\s*:\s*\[(?P<body>[^\[\]]*)\]", re.IGNORECASE)
+_PT_MOLMO = re.compile(r"<(?P<tag>points?)\b(?P<attrs>[^<>]*)>", re.IGNORECASE)
+_PT_ATTR = re.compile(r"([A-Za-z]+\d*)\s*=\s*[\"']([^\"']*)[\"']")
+_PT_COMPONENT = rf"(?P<{{n}}>{_PT_NUM})\s*(?P<{{u}}>{_PT_UNIT}|{_PT_PX})?"
+_PT_XY = re.compile(
+    r"(?<![A-Za-z0-9_])(?P<a>[xu])\s*[=:]\s*" + _PT_COMPONENT.format(n="n1", u="u1")
+    + r"\s*[,;]?\s*(?:and\s+)?(?P<b>[yv])\s*[=:]\s*" + _PT_COMPONENT.format(n="n2", u="u2")
+    + r"(?:\s*[,;]?\s*(?:and\s+)?z\s*[=:]\s*" + _PT_COMPONENT.format(n="n3", u="u3") + ")?",
+    re.IGNORECASE)
+_PT_TUPLE = re.compile(
+    r"[(\[]\s*" + _PT_COMPONENT.format(n="n1", u="u1") + r"\s*,\s*" + _PT_COMPONENT.format(n="n2", u="u2")
+    + r"\s*(?:,\s*" + _PT_COMPONENT.format(n="n3", u="u3") + r"\s*)?[)\]]"
+    + rf"(?:\s*(?P<unit>{_PT_UNIT}|{_PT_PX}))?", re.IGNORECASE)
+_PT_BARE = re.compile(
+    rf"\b(?:pixels?|px|coordinates?|point)\s*(?:at\s*)?:?\s*(?P<n1>{_PT_NUM})\s*,\s*(?P<n2>{_PT_NUM})(?!\.?\d)"
+    rf"(?!\s*(?:,\s*{_PT_NUM}|{_PT_UNIT}))", re.IGNORECASE)
+_SAME_PIXEL = 1.0  # pixels
+_SAME_POINT = 0.001  # metres
+
+
+@dataclass
+class _Pt:
+    kind: str  # "pixel" or "point_3d"
+    value: tuple[float, ...]
+    start: int
+    end: int
+    flags: tuple[str, ...] = ()
+
+
+def _is_px(unit: str | None) -> bool:
+    return bool(unit) and unit.lower().startswith(("px", "pixel"))
+
+
+def _metres(values: Sequence[str], units: Sequence[str | None], shared: str | None) -> tuple[tuple[float, ...], bool]:
+    """Components in metres (each its own unit, else the shared one, else metres) and whether a unit was given."""
+    out, given = [], False
+    for v, u in zip(values, units, strict=True):
+        unit = u or shared
+        given = given or bool(unit)
+        out.append(to_metres(float(v), unit.rstrip(".")) if unit else float(v))
+    return tuple(out), given
+
+
+def _point_candidates(clean: str, image_size: tuple[float, float] | None) -> tuple[list[_Pt], set[str]]:
+    """Every image point and 3D point the text states (spans of earlier patterns are not read again)."""
+    work = clean
+    found: list[_Pt] = []
+    notes: set[str] = set()
+
+    def consume(m: re.Match[str]) -> None:
+        nonlocal work
+        work = work[:m.start()] + " " * (m.end() - m.start()) + work[m.end():]
+
+    for m in list(_PT_JSON.finditer(work)):
+        nums = [float(x) for x in re.findall(_PT_NUM, m.group("body"))]
+        key = m.group("key").lower()
+        if key == "point_2d" and len(nums) == 2:
+            found.append(_Pt("pixel", (nums[0], nums[1]), m.start(), m.end(), ("json",)))
+        elif key == "point_3d" and len(nums) == 3:
+            found.append(_Pt("point_3d", tuple(nums), m.start(), m.end(), ("json",)))
+        elif key == "bbox_2d" and len(nums) == 4:
+            found.append(_Pt("pixel", ((nums[0] + nums[2]) / 2, (nums[1] + nums[3]) / 2), m.start(), m.end(),
+                             ("json", "box")))
+        else:
+            continue
+        consume(m)
+    for m in list(_PT_MOLMO.finditer(work)):
+        attrs = {k.lower(): v for k, v in _PT_ATTR.findall(m.group("attrs"))}
+        pairs = [(attrs.get("x"), attrs.get("y"))] if m.group("tag").lower() == "point" else \
+            [(attrs.get(f"x{i}"), attrs.get(f"y{i}")) for i in range(1, 100) if f"x{i}" in attrs]
+        pts = []
+        for x, y in pairs:
+            try:
+                pts.append((float(x), float(y)))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+        if not pts:
+            continue
+        consume(m)
+        if image_size is None:
+            notes.add("no_image_size")
+            continue
+        w, h = image_size
+        found += [_Pt("pixel", (x / 100.0 * w, y / 100.0 * h), m.start(), m.end(), ("percent",)) for x, y in pts]
+    for m in list(_PT_XY.finditer(work)):
+        if (m.group("a").lower() == "u") != (m.group("b").lower() == "v"):
+            continue  # "x=.., v=.." mixes two conventions
+        if m.group("n3") is not None:
+            if m.group("a").lower() != "x" or any(_is_px(m.group(u)) for u in ("u1", "u2", "u3")):
+                continue
+            units = [m.group(u) for u in ("u1", "u2", "u3")]
+            value, given = _metres([m.group("n1"), m.group("n2"), m.group("n3")], units, None)
+            found.append(_Pt("point_3d", value, m.start(), m.end(), () if given else ("unit_assumed",)))
+        elif any(m.group(u) and not _is_px(m.group(u)) for u in ("u1", "u2")):
+            continue  # lengths: not an image point
+        else:
+            found.append(_Pt("pixel", (float(m.group("n1")), float(m.group("n2"))), m.start(), m.end()))
+        consume(m)
+    for m in list(_PT_TUPLE.finditer(work)):
+        shared = m.group("unit")
+        inner = [m.group(u) for u in ("u1", "u2", "u3")]
+        if m.group("n3") is not None:
+            if _is_px(shared) or any(_is_px(u) for u in inner):
+                continue
+            value, given = _metres([m.group("n1"), m.group("n2"), m.group("n3")], inner, shared)
+            found.append(_Pt("point_3d", value, m.start(), m.end(), () if given else ("unit_assumed",)))
+        elif any(u and not _is_px(u) for u in (shared, *inner[:2])):
+            continue  # "(0.4, 1.1) m": a 2D length, not an image point
+        else:
+            u, v = float(m.group("n1")), float(m.group("n2"))
+            fraction = (0 <= u <= 1 and 0 <= v <= 1 and "." in m.group("n1") + m.group("n2")
+                        and not any(_is_px(x) for x in (shared, *inner[:2])))
+            if fraction:
+                if image_size is None:
+                    notes.add("no_image_size")
+                    consume(m)
+                    continue
+                found.append(_Pt("pixel", (u * image_size[0], v * image_size[1]), m.start(), m.end(), ("normalized",)))
+            else:
+                found.append(_Pt("pixel", (u, v), m.start(), m.end()))
+        consume(m)
+    for m in _PT_BARE.finditer(work):
+        found.append(_Pt("pixel", (float(m.group("n1")), float(m.group("n2"))), m.start(), m.end()))
+    found.sort(key=lambda p: p.start)
+    return found, notes
+
+
+def _distinct(values: Sequence[tuple[float, ...]], tol: float) -> list[tuple[float, ...]]:
+    out: list[tuple[float, ...]] = []
+    for v in values:
+        if not any(max(abs(a - b) for a, b in zip(v, o, strict=True)) <= tol for o in out):
+            out.append(v)
+    return out
+
+
+def parse_point(text: str, image_size: Sequence[float] | None = None, question: str | None = None) -> ParsedAnswer:
+    """The image point (pixel) and / or 3D point (metres) a reply states (rules in the module docstring).
+
+    ``image_size``: the image's ``(width, height)`` in pixels, needed for Molmo's percent coordinates
+    and for fractions of the image size. ``question`` is accepted for symmetry with the other readers.
+    Returns ``value = {"pixel": [u, v] or None, "point_3d": [x, y, z] or None}`` when answered.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    size = None
+    if image_size is not None:
+        w, h = (float(x) for x in image_size)
+        if not (w > 0 and h > 0):
+            raise ValueError(f"image_size must be (width, height) > 0, got {tuple(image_size)!r}")
+        size = (w, h)
+    clean = unicodedata.normalize("NFKC", strip_reasoning(text).translate(_CHAR_MAP)).translate(_CHAR_MAP)
+    low = _lower(clean)
+    cands, notes = _point_candidates(clean, size)
+    refusals = _refusals(low)
+    starts = _sentence_starts(clean)
+    kept = [c for c in cands if _committed(low, starts, refusals, c.start)]
+    flags = sorted(notes)
+    if not kept:
+        if refusals:
+            return ParsedAnswer("refusal", flags=tuple(flags + (["value_in_refusal"] if cands else [])))
+        return ParsedAnswer("no_answer", flags=tuple(flags))
+    span = clean[kept[0].start:kept[-1].end]
+    pixels = _distinct([c.value for c in kept if c.kind == "pixel"], _SAME_PIXEL)
+    points = _distinct([c.value for c in kept if c.kind == "point_3d"], _SAME_POINT)
+    flags += [f for c in kept for f in c.flags if f not in flags]
+    if refusals:
+        flags.append("hedged")
+    if len(pixels) > 1 or len(points) > 1:
+        return ParsedAnswer("ambiguous", flags=tuple(dict.fromkeys([*flags, "multiple"])), span=span)
+    value = {"pixel": list(pixels[0]) if pixels else None, "point_3d": list(points[0]) if points else None}
+    return ParsedAnswer("ok", value, tuple(dict.fromkeys(flags)), span)
+
+
 # ----------------------------------------------------------------------------------------------- dispatch
 
 
 def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = (), *, question: str | None = None,
-                 qtype: str | None = None, subjects: Sequence[str] = ()) -> ParsedAnswer:
-    """Read a reply to a question of ``kind`` (``quantitative`` / ``yes_no`` / ``choice``) and ``unit``.
+                 qtype: str | None = None, subjects: Sequence[str] = (),
+                 image_size: Sequence[float] | None = None) -> ParsedAnswer:
+    """Read a reply to a question of ``kind`` (``quantitative`` / ``yes_no`` / ``choice`` / ``point``) and ``unit``.
 
     ``question`` (its text), ``qtype`` (its type, e.g. ``"left_predicate"``, ``"close_choice"``) and
     ``subjects`` (the names of the compared objects in role order, for yes / no) are optional: with
     them, a reply that states a relation instead of yes / no or an option name is compared with the
     asked relation, and of several lengths the one of the question's subject is preferred.
+    ``image_size`` (width, height): for points given in percent or fractions of the image (:func:`parse_point`).
 
     A reasoning model's ``<think>...</think>`` block (the layout ``--with-reasoning`` trains) is not part of
     the answer: only the text after it is read, so the intermediate measurements of the chain never count
@@ -1920,7 +2123,9 @@ def parse_answer(text: str, kind: str, unit: str, options: Sequence[str] = (), *
         return parse_yes_no(text, question, qtype=qtype, subjects=subjects)
     if kind == "choice":
         return parse_choice(text, options, question, qtype=qtype)
-    raise ValueError(f"kind must be 'quantitative', 'yes_no' or 'choice', got {kind!r}")
+    if kind == "point":
+        return parse_point(text, image_size, question)
+    raise ValueError(f"kind must be 'quantitative', 'yes_no', 'choice' or 'point', got {kind!r}")
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)

@@ -40,6 +40,7 @@ from spatialforge.errors import ConfigError, DatasetError
 from spatialforge.eval.regions import MARKS_VERSION, REGION_MODES, RegionMarkedItem, parse_regions
 from spatialforge.eval.types import KINDS, BenchmarkItem
 from spatialforge.io.outdir import OutputKind, prepare_output_dir
+from spatialforge.qa.afford_types import AFFORD_TYPES
 
 __all__ = [
     "BENCHMARK_OUTPUT",
@@ -447,10 +448,44 @@ def _read_descriptor(root: Path) -> dict[str, Any] | None:
     return data
 
 
-def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -> BenchmarkItem:
+def _point_item(afford: Any, meta: dict[str, Any], common: dict[str, Any]) -> BenchmarkItem:
+    """The item of an affordance point question: its truth from the row's ``afford`` entry (docs/formats.md)."""
+    from spatialforge.io.dataset import rle_problem
+
+    if afford is None:
+        raise _Skip("missing_afford", "a point question needs its entry in the row's afford column (pixel, 3D point "
+                                      "and part mask), which `spatialforge generate --afford` writes; none found")
+    if not isinstance(afford, Mapping):
+        raise _Skip("bad_truth", f"its afford entry is {type(afford).__name__}, not a struct")
+    try:
+        pixel = tuple(int(x) for x in afford["pixel"])
+        point = tuple(_finite(x, "afford point_3d") for x in afford["point_3d"])
+    except (KeyError, TypeError, ValueError):
+        raise _Skip("bad_truth", "its afford entry needs pixel [u, v] and point_3d [x, y, z]") from None
+    if len(pixel) != 2 or len(point) != 3:
+        raise _Skip("bad_truth", f"afford pixel {list(pixel)} / point_3d {list(point)} are not 2 and 3 numbers")
+    mask = afford.get("mask")
+    problem = rle_problem(mask)
+    if problem is not None:
+        raise _Skip("bad_truth", f"afford mask: {problem}")
+    size = meta.get("image_size")
+    h, w = (int(x) for x in mask["size"])
+    if size is not None and tuple(size) != (w, h):
+        raise _Skip("bad_truth", f"afford mask is {w}x{h}, the image {size[0]}x{size[1]}")
+    meta.update(image_size=(w, h), mask={"size": [h, w], "counts": [int(c) for c in mask["counts"]]},
+                part_id=afford.get("part_id"), part_name=afford.get("part_name"), action=afford.get("action"))
+    return BenchmarkItem(kind="point", truth={"pixel": pixel, "point_3d": point}, unit="point", **common)
+
+
+def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any], *,
+                      afford: Mapping[str, Any] | None = None) -> BenchmarkItem:
     """The benchmark item of one QA record of a spatialforge dataset (training builds its examples from the
     same items, so a model is trained on exactly what ``eval run`` asks). A bad record raises the loader's
-    skip, which the callers count."""
+    skip, which the callers count.
+
+    ``afford``: the record's entry of the row's ``afford`` column (affordance point questions, kind
+    ``point``: the truth pixel and 3D point, the part's mask); a point question without one is skipped
+    (reason ``missing_afford``). ``meta["image_size"]`` (width, height) is checked against the mask."""
     if not isinstance(qa, Mapping):
         raise _Skip("bad_record", f"a qa entry is {type(qa).__name__}, not a struct")
     for key in ("id", "type", "kind", "question", "value", "unit"):
@@ -458,6 +493,7 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
             raise _Skip("missing_field", f"qa field {key!r} is missing")
     kind, unit = str(qa["kind"]), str(qa["unit"])
     composite = kind == "composite"
+    afford_choice = kind == "choice" and str(qa["type"]) in AFFORD_TYPES
     if composite:  # a composite question (spatialforge.qa.composite): scored by its type's answer kind
         from spatialforge.qa.composite import COMPOSITE_TYPES
 
@@ -476,6 +512,8 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
     common = {"id": str(qa["id"]), "benchmark": bench, "question": str(qa["question"]), "type": str(qa["type"]),
               "reference_answer": str(qa.get("answer") or ""), "image_bytes": image, "meta": meta}
     value = _finite(qa["value"], "qa value")
+    if kind == "point":
+        return _point_item(afford, meta, common)
     if kind == "quantitative":
         if unit in ("m", "ratio"):
             return BenchmarkItem(kind="quantitative", truth=value, unit=unit, **common)
@@ -500,9 +538,10 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any]) -
             raise _Skip("bad_record", f"a choice needs >= 2 subjects with one name each, got subjects "
                                       f"{subjects} and {len(names)} names")
         # the candidates are the subjects in roles A and B; a reference object (role C, as in "which
-        # of A and B is closer to C?") is named by the question but is not an answer
+        # of A and B is closer to C?") is named by the question but is not an answer. Composite types say
+        # which roles are candidates; "which object affords ...?" offers 2-4 objects in roles A-D.
         roles = [str(r) for r in (qa.get("roles") or [])]
-        cand_roles = ctype.candidate_roles if composite else ("A", "B")
+        cand_roles = ctype.candidate_roles if composite else ("A", "B", "C", "D") if afford_choice else ("A", "B")
         keep = [i for i, r in enumerate(roles) if r in cand_roles] if len(roles) == len(subjects) else []
         if len(keep) < 2:
             keep = list(range(len(subjects)))
@@ -520,8 +559,10 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
     ``id`` is the QA id (``<scene_id>-NNN``); ``kind`` / ``type`` / ``unit`` come from the record;
     truth: the value for quantitative pairs (an ``int`` hour for unit ``clock``), ``bool(value)`` for
     yes/no, and for choices the index of the chosen object among ``subjects`` (``options`` = the
-    ``names``). The image bytes come from the row. A synthetic benchmark folder's ``benchmark.json``
-    gives the default name and is kept in ``info["descriptor"]``.
+    ``names``); affordance point questions (kind ``point``) take their truth pixel, 3D point and
+    mask from the row's ``afford`` column (``generate --afford``), and ``meta["image_size"]`` is the
+    row's ``(width, height)``. The image bytes come from the row. A synthetic benchmark folder's
+    ``benchmark.json`` gives the default name and is kept in ``info["descriptor"]``.
     """
     root = _dataset_root(path)
     files = sorted((root / "data").glob("*.parquet"))
@@ -542,6 +583,9 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
                 continue
             image = _image_bytes(row.get("image"))
             image_name = row["image"].get("path") if isinstance(row.get("image"), Mapping) else None
+            afford = {str(a["qa_id"]): a for a in (row.get("afford") or ())
+                      if isinstance(a, Mapping) and a.get("qa_id") is not None}
+            size = (row.get("width"), row.get("height"))
             for qa in qa_list:
                 n_pairs += 1
                 qa_id = str(qa["id"]) if isinstance(qa, Mapping) and qa.get("id") is not None else None
@@ -549,8 +593,10 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
                     col.skip(qa_id, "missing_image", f"scene {scene_id!r} has no image bytes", where)
                     continue
                 meta = {"scene_id": scene_id, "image_name": image_name, "shard": f.name}
+                if all(isinstance(x, int) and x > 0 for x in size):
+                    meta["image_size"] = size
                 try:
-                    col.add(spatialforge_item(bench, qa, image, meta), where)
+                    col.add(spatialforge_item(bench, qa, image, meta, afford=afford.get(qa_id or "")), where)
                 except _Skip as skip:
                     col.skip(qa_id, skip.reason, f"{qa_id or scene_id}: {skip}", where)
     info: dict[str, Any] = {"format": "spatialforge", "shards": [f.name for f in files], "rows": n_rows,

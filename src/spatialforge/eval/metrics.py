@@ -20,7 +20,8 @@ there (the benchmarks' worst case: wrong / outside / MRA 0).
 
 Record fields: ``id, benchmark, type, kind, unit, question, truth, answer, status, flags, value,
 answered, invalid_truth, correct, ratio, abs_rel_err, within_2x, within_1.25x, within_25pct, mra,
-hour, hour_err, within_1h``. Fields that do not apply to a question's kind are ``None``.
+hour, hour_err, within_1h`` (point records also ``in_mask, error_m, pixel_error``). Fields that do not
+apply to a question's kind are ``None``.
 
 * ``yes_no`` / ``choice``: ``correct`` = (value == truth); unanswered -> ``False``.
 * quantitative, unit ``m`` / ``ratio`` (truth ``y`` > 0, prediction ``ŷ``):
@@ -36,6 +37,13 @@ hour, hour_err, within_1h``. Fields that do not apply to a question's kind are `
   ``mra`` = (1/10) Σ_{θ ∈ {0.50, 0.55, …, 0.95}} 1[|ŷ − y| / y < 1 − θ] (strict; unanswered -> 0).
   A truth that is not finite or ≤ 0 makes the ratio undefined: the record gets ``invalid_truth =
   True`` and ``None`` for all of these fields.
+* ``point`` (unit ``point``, the affordance "where would you hold ...?" questions; truth = an image
+  pixel, a 3D point in metres and the part's mask in ``item.meta["mask"]``): the answer's pixel
+  (rounded to whole pixels) is ``in_mask`` when the mask holds it; ``pixel_error`` = its distance in
+  pixels to the truth pixel, ``error_m`` = the distance in metres of its 3D point to the truth point
+  (``None`` when the answer gives no pixel / no 3D point); ``correct`` = ``in_mask``; unanswered ->
+  ``in_mask`` and ``correct`` ``False``. Only point records carry the three point fields. An item
+  without a readable mask sets ``invalid_truth``.
 * quantitative, unit ``count`` (a whole number >= 0): ``correct`` = (value == truth); unanswered ->
   ``False``; a truth that is not a whole number >= 0 sets ``invalid_truth``.
 * quantitative, unit ``clock`` (hours 1-12): the answer (which may hold minutes or be the midpoint
@@ -95,6 +103,12 @@ where ``n`` is its denominator; a rate with an empty denominator is ``{"value": 
 * ``count`` (unit ``count``, the composite "how many objects ..." questions): ``accuracy`` = the answer is
   exactly the true whole number / all count questions (unanswered or non-integer answers are wrong),
   ``answered``.
+* ``point`` (kind ``point``; items with an invalid truth excluded): ``in_mask`` = answers whose pixel lies
+  in the mask / all point questions (unanswered are outside); ``answered``; ``answered_3d`` = answers
+  with a 3D point / all point questions; ``within_5cm`` = answers whose 3D point is within 0.05 m of
+  the truth / all point questions (unanswered or without a 3D point = fail); ``error_m_median`` /
+  ``error_m_mean`` = median / mean 3D error (m) over the answers with a 3D point;
+  ``pixel_error_median`` over the answers with a pixel.
 * ``clock`` (unit ``clock``): ``accuracy`` = exact hour / all clock questions, ``within_1h`` = circular
   error ≤ 1 hour / all clock questions (SpatialRGPT-Bench's direction success), ``answered``; the
   hour of an answer follows each item's rounding convention (above).
@@ -121,6 +135,7 @@ from typing import Any
 import numpy as np
 
 from spatialforge.eval.types import KINDS, BenchmarkItem, ParsedAnswer
+from spatialforge.io.dataset import rle_contains, rle_problem
 
 __all__ = ["BREAKDOWNS", "compare_markdown", "score_item", "summarize", "summary_markdown", "write_summary"]
 
@@ -203,8 +218,52 @@ def _answer_value(item: BenchmarkItem, value: Any) -> tuple[Any, str | None]:
         if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or float(value) != int(value):
             return None, "bad_value"
         return int(value), None
+    if item.kind == "point":
+        return _point_value(value)
     num = _finite_number(value)
     return (num, None) if num is not None else (None, "bad_value")
+
+
+def _point_value(value: Any) -> tuple[Any, str | None]:
+    """A point answer ``{"pixel": [u, v] or None, "point_3d": [x, y, z] or None}`` with finite numbers."""
+    if not isinstance(value, Mapping):
+        return None, "bad_value"
+    out: dict[str, list[float] | None] = {}
+    for key, n in (("pixel", 2), ("point_3d", 3)):
+        v = value.get(key)
+        if v is None:
+            out[key] = None
+            continue
+        if not isinstance(v, list | tuple) or len(v) != n:
+            return None, "bad_value"
+        nums = [_finite_number(x) for x in v]
+        if any(x is None for x in nums):
+            return None, "non_finite" if any(_is_non_finite(x) for x in v) else "bad_value"
+        out[key] = nums  # type: ignore[assignment]
+    if out["pixel"] is None and out["point_3d"] is None:
+        return None, "no_value"
+    return out, None
+
+
+def _score_point(item: BenchmarkItem, rec: dict[str, Any], value: Any, answered: bool) -> None:
+    meta = item.meta if isinstance(item.meta, Mapping) else {}
+    mask = meta.get("mask")
+    truth = item.truth if isinstance(item.truth, Mapping) else {}
+    rec["truth"] = {"pixel": [_plain(x) for x in truth.get("pixel") or ()],
+                    "point_3d": [_plain(x) for x in truth.get("point_3d") or ()]}
+    rec.update(in_mask=None, error_m=None, pixel_error=None)
+    if rle_problem(mask) is not None or len(rec["truth"]["pixel"]) != 2 or len(rec["truth"]["point_3d"]) != 3:
+        rec["invalid_truth"] = True
+        return
+    rec["in_mask"] = rec["correct"] = False
+    if not answered:
+        return
+    if value["pixel"] is not None:
+        u, v = (int(math.floor(x + 0.5)) for x in value["pixel"])
+        rec["in_mask"] = rec["correct"] = rle_contains(mask, u, v)
+        rec["pixel_error"] = float(math.dist(value["pixel"], rec["truth"]["pixel"]))
+    if value["point_3d"] is not None:
+        rec["error_m"] = float(math.dist(value["point_3d"], rec["truth"]["point_3d"]))
 
 
 def score_item(item: BenchmarkItem, parsed: ParsedAnswer, answer_text: str = "") -> dict:
@@ -237,6 +296,8 @@ def score_item(item: BenchmarkItem, parsed: ParsedAnswer, answer_text: str = "")
     elif item.kind == "choice":
         rec["truth"] = int(item.truth)
         rec["correct"] = answered and value == int(item.truth)
+    elif item.kind == "point":
+        _score_point(item, rec, value, answered)
     elif item.unit == "count":  # a whole number: exact match only
         truth = _finite_number(item.truth)
         if truth is None or truth < 0 or truth != int(truth):
@@ -285,6 +346,11 @@ def _flag(recs: Sequence[Mapping], fn: Callable[[Mapping], Any]) -> np.ndarray:
 
 def _answered(r: Mapping) -> bool:
     return bool(r.get("answered", r.get("status") in ("ok", "range")))
+
+
+def _num_or_nan(v: Any) -> float:
+    f = _finite_number(v)
+    return math.nan if f is None else f
 
 
 def _rel_err(r: Mapping) -> float:
@@ -385,6 +451,7 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
     quant = (kind == "quantitative") & np.isin(unit, RATIO_UNITS) & ~invalid
     clock = (kind == "quantitative") & (unit == "clock") & ~invalid
     count = (kind == "quantitative") & (unit == "count") & ~invalid
+    point = (kind == "point") & ~invalid
     all_q = np.ones(n, dtype=bool)
     rel = np.fromiter((_rel_err(r) for r in recs), dtype=float, count=n)
 
@@ -407,6 +474,15 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
     b.mean("clock.answered", answered, clock)
     b.mean("count.accuracy", correct, count)
     b.mean("count.answered", answered, count)
+    err_m = np.fromiter((_num_or_nan(r.get("error_m")) for r in recs), dtype=float, count=n)
+    px_err = np.fromiter((_num_or_nan(r.get("pixel_error")) for r in recs), dtype=float, count=n)
+    b.mean("point.in_mask", _flag(recs, lambda r: r.get("in_mask")), point)
+    b.mean("point.answered", answered, point)
+    b.mean("point.answered_3d", np.isfinite(err_m), point)
+    b.mean("point.within_5cm", np.isfinite(err_m) & (np.nan_to_num(err_m, nan=np.inf) <= 0.05 + _SLACK), point)
+    b.mean("point.error_m_mean", np.nan_to_num(err_m), point & np.isfinite(err_m))
+    b.median("point.error_m_median", err_m, point & np.isfinite(err_m))
+    b.median("point.pixel_error_median", px_err, point & np.isfinite(px_err))
     m = b.run()
 
     counts = {s: int(np.count_nonzero(status == s)) for s in STATUSES}
@@ -433,6 +509,11 @@ def _scope(recs: Sequence[Mapping], *, key: str, n_boot: int, seed: int, confide
                   "accuracy": m["clock.accuracy"], "within_1h": m["clock.within_1h"], "answered": m["clock.answered"]},
         "count": {"n": int(np.count_nonzero((kind == "quantitative") & (unit == "count"))),
                   "accuracy": m["count.accuracy"], "answered": m["count.answered"]},
+        "point": {"n": int(np.count_nonzero(kind == "point")), "invalid_truth": int(np.count_nonzero(
+                  (kind == "point") & invalid)), "in_mask": m["point.in_mask"], "answered": m["point.answered"],
+                  "answered_3d": m["point.answered_3d"], "within_5cm": m["point.within_5cm"],
+                  "error_m_median": m["point.error_m_median"], "error_m_mean": m["point.error_m_mean"],
+                  "pixel_error_median": m["point.pixel_error_median"]},
     }
 
 
@@ -493,8 +574,13 @@ _COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("clock exact", ("clock", "accuracy")),
     ("clock ±1h", ("clock", "within_1h")),
     ("count exact", ("count", "accuracy")),
+    ("in mask", ("point", "in_mask")),
+    ("median 3D err (cm)", ("point", "error_m_median")),
+    ("within 5 cm", ("point", "within_5cm")),
     ("refusals", ("refusal_rate",)),
 )
+#: columns shown in another unit than the summary stores (header -> factor)
+_SCALE = {"median 3D err (cm)": 100.0}
 _DASH = "—"
 
 
@@ -507,13 +593,13 @@ def _get(scope: Mapping | None, path: Sequence[str]) -> Any:
     return cur
 
 
-def _fmt(metric: Any) -> str:
+def _fmt(metric: Any, scale: float = 1.0) -> str:
     if not isinstance(metric, Mapping) or metric.get("value") is None:
         return _DASH
-    text = f"{metric['value']:.2f}"
+    text = f"{scale * metric['value']:.2f}"
     ci = metric.get("ci")
     if ci is not None and None not in ci:
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+        text += f" [{scale * ci[0]:.2f}, {scale * ci[1]:.2f}]"
     return text
 
 
@@ -550,7 +636,8 @@ def summary_markdown(summary: dict, title: str = "") -> str:
     """A Markdown table of a :func:`summarize` result: rows overall / per kind / per type / per benchmark."""
     rows = []
     for label, scope in _scopes(summary):
-        rows.append([label, str(scope.get("n", 0))] + [_fmt(_get(scope, path)) for _, path in _COLUMNS])
+        rows.append([label, str(scope.get("n", 0))] + [_fmt(_get(scope, path), _SCALE.get(name, 1.0))
+                                                        for name, path in _COLUMNS])
     keep = [j for j in range(len(_COLUMNS)) if any(r[2 + j] != _DASH for r in rows)]
     header = ["scope", "n"] + [_COLUMNS[j][0] for j in keep]
     body = [r[:2] + [r[2 + j] for j in keep] for r in rows]
@@ -576,7 +663,7 @@ def _compare_rows(models: Sequence[str], per_model: Mapping[str, Mapping[str, Ma
         scopes = [per_model[m].get(lab) for m in models]
         rows.append([lab, "n", *(str(s.get("n", 0)) if s is not None else _DASH for s in scopes)])
         for name, path in _COLUMNS:
-            cells = [_fmt(_get(s, path)) for s in scopes]
+            cells = [_fmt(_get(s, path), _SCALE.get(name, 1.0)) for s in scopes]
             if any(c != _DASH for c in cells):
                 rows.append([lab, name, *cells])
     return rows

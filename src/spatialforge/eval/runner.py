@@ -37,6 +37,7 @@ from spatialforge._text import count
 from spatialforge.errors import ConfigError, DatasetError
 from spatialforge.eval.answers import item_subjects, parse_answer
 from spatialforge.eval.metrics import score_item, summarize, write_summary
+from spatialforge.eval.models.base import POINT_INSTRUCTION
 from spatialforge.eval.models.fingerprint import fingerprint_changes
 from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
 from spatialforge.io.dataset import atomic_write_json
@@ -54,12 +55,15 @@ SCORE_OUTPUT = OutputKind("eval-score", (RECORDS, "summary.json", "summary.md"))
 
 def record_for(item: BenchmarkItem, text: str | None, error: str | None = None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse (with the item's question, type and compared objects) and score one answer.
+    """Parse (with the item's question, type and compared objects, and for points the image size) and score
+    one answer.
 
     A failed model call counts as unanswered, with its error.
     """
+    meta = item.meta if isinstance(item.meta, dict) else dict(item.meta or {})
     parsed = (parse_answer(text, item.kind, item.unit, item.options, question=item.question, qtype=item.type,
-                           subjects=item_subjects(item)) if text is not None and error is None
+                           subjects=item_subjects(item), image_size=meta.get("image_size"))
+              if text is not None and error is None
               else ParsedAnswer("no_answer", flags=("model_error",) if error else ("missing",)))
     rec = score_item(item, parsed, text or "")
     if error is not None:
@@ -106,11 +110,15 @@ def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def _fingerprint(benchmark: Any, model: Any, use_image: bool) -> dict[str, Any]:
-    """What a run folder's answers belong to: the questions and truths, the model (its name and its
-    ``fingerprint()``: weights, endpoint, generation settings, prompt), the image setting."""
+    """What a run folder's answers belong to: the questions and truths (with, for point questions, the point
+    answer instruction), the model (its name and its ``fingerprint()``: weights, endpoint, generation settings,
+    prompt), the image setting."""
     h = hashlib.sha256()
     for it in benchmark.items:
-        h.update(json.dumps([it.id, it.question, it.truth, it.unit, list(it.options)], default=str).encode())
+        key = [it.id, it.question, it.truth, it.unit, list(it.options)]
+        if it.kind == "point":  # the point answer format (not in the prompt digest: see _template_digest)
+            key.append(POINT_INSTRUCTION)
+        h.update(json.dumps(key, default=str).encode())
     identity = getattr(model, "fingerprint", None)
     regions = (getattr(benchmark, "info", None) or {}).get("regions") or {}
     marks = {k: regions[k] for k in ("mode", "marks_version") if k in regions} or None  # how images are drawn on

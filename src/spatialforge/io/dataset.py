@@ -3,6 +3,11 @@
 The Parquet schema carries Hugging Face ``datasets`` feature metadata, so
 ``datasets.load_dataset("parquet", data_files=...)`` decodes ``image`` as an ``Image`` feature.
 See docs/formats.md for every column.
+
+Runs with affordance questions (``spatialforge generate --afford``) write :data:`AFFORD_ROW_SCHEMA`:
+the same columns plus ``afford``, the truth of each point question (pixel, 3D point, part id and the
+part's mask as run-length encoding: :func:`encode_mask_rle`), so that the dataset alone is enough to
+score them. Runs without it write :data:`ROW_SCHEMA`, unchanged.
 """
 
 from __future__ import annotations
@@ -24,15 +29,20 @@ from spatialforge.errors import SpatialForgeError
 from spatialforge.io.outdir import atomic_path
 
 __all__ = [
+    "AFFORD_ROW_SCHEMA",
     "ROW_SCHEMA",
     "atomic_write_bytes",
     "atomic_write_json",
+    "decode_mask_rle",
+    "encode_mask_rle",
     "encode_png",
     "encode_shard",
     "iter_rows",
     "json_bytes",
     "make_row",
     "messages_from_qa",
+    "rle_contains",
+    "rle_problem",
     "shard_name",
     "write_shard",
     "write_shard_bytes",
@@ -62,6 +72,17 @@ _BASE_SCHEMA = pa.schema([
     ("qa", pa.list_(_QA_TYPE)),
     ("gravity_source", pa.string()),
 ])
+#: the truth of one affordance point question (docs/formats.md, "The afford column")
+_AFFORD_TYPE = pa.struct([
+    ("qa_id", pa.string()),
+    ("part_id", pa.int32()),
+    ("part_name", pa.string()),
+    ("action", pa.string()),
+    ("object_id", pa.int32()),
+    ("pixel", pa.list_(pa.int32())),
+    ("point_3d", pa.list_(pa.float64())),
+    ("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.list_(pa.int64()))])),
+])
 
 
 def _hf_feature(t: pa.DataType) -> dict[str, Any]:
@@ -82,6 +103,65 @@ def _with_hf_metadata(schema: pa.Schema) -> pa.Schema:
 
 
 ROW_SCHEMA = _with_hf_metadata(_BASE_SCHEMA)
+#: the rows of a run with affordance questions: :data:`ROW_SCHEMA` plus the ``afford`` column
+AFFORD_ROW_SCHEMA = _with_hf_metadata(_BASE_SCHEMA.append(pa.field("afford", pa.list_(_AFFORD_TYPE))))
+
+
+def encode_mask_rle(mask: Any) -> dict[str, list[int]]:
+    """A binary mask as uncompressed run-length encoding in the COCO layout: ``{"size": [height, width],
+    "counts": [...]}``, the pixels taken column by column (top to bottom, then left to right), the runs
+    alternating background / mask and starting with a (possibly empty) background run. ``pycocotools``
+    reads it with ``mask.frPyObjects(rle, h, w)``."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"a mask must be 2-D, got shape {m.shape}")
+    h, w = m.shape
+    flat = m.T.reshape(-1)
+    if flat.size == 0:
+        return {"size": [h, w], "counts": []}
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], change, [flat.size]]))
+    if flat[0]:
+        counts = np.concatenate([[0], counts])
+    return {"size": [int(h), int(w)], "counts": [int(c) for c in counts]}
+
+
+def rle_problem(rle: Any) -> str | None:
+    """Why ``rle`` is not a valid :func:`encode_mask_rle` encoding (``None`` when it is)."""
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        return "not a {size, counts} run-length encoding"
+    size, counts = rle["size"], rle["counts"]
+    if not isinstance(size, list | tuple) or len(size) != 2 or not all(
+            isinstance(x, int | np.integer) and not isinstance(x, bool) and x >= 0 for x in size):
+        return f"size {size!r} is not [height, width]"
+    if not isinstance(counts, list | tuple) or not all(
+            isinstance(c, int | np.integer) and not isinstance(c, bool) and c >= 0 for c in counts):
+        return "counts are not whole numbers >= 0"
+    if sum(int(c) for c in counts) != int(size[0]) * int(size[1]):
+        return f"counts add up to {sum(int(c) for c in counts)}, not height x width = {int(size[0]) * int(size[1])}"
+    return None
+
+
+def decode_mask_rle(rle: dict[str, Any]) -> np.ndarray:
+    """The boolean ``(height, width)`` mask of an :func:`encode_mask_rle` encoding."""
+    problem = rle_problem(rle)
+    if problem is not None:
+        raise ValueError(f"bad mask encoding: {problem}")
+    h, w = (int(x) for x in rle["size"])
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    flat = np.repeat(np.arange(counts.size) % 2 == 1, counts)
+    return flat.reshape(w, h).T
+
+
+def rle_contains(rle: dict[str, Any], u: int, v: int) -> bool:
+    """Whether pixel column ``u``, row ``v`` is in the mask of an :func:`encode_mask_rle` encoding (without
+    decoding it; a pixel outside the image is not)."""
+    h, w = (int(x) for x in rle["size"])
+    if not (0 <= u < w and 0 <= v < h):
+        return False
+    ends = np.cumsum(np.asarray(rle["counts"], dtype=np.int64))
+    run = int(np.searchsorted(ends, u * h + v, side="right"))
+    return run % 2 == 1
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -101,17 +181,22 @@ def messages_from_qa(qa: Sequence[QAPair]) -> list[dict[str, Any]]:
     return messages
 
 
-def _qa_row(pair: QAPair) -> dict[str, Any]:
+def _qa_row(pair: Any) -> dict[str, Any]:
+    """The ``qa`` struct of one pair: a pair with a ``qa_record()`` (the affordance questions) gives its own."""
+    record = getattr(pair, "qa_record", None)
+    if callable(record):
+        return record()
     d = pair.to_dict()
     d["value"] = float(d["value"])  # bool -> 1.0/0.0, object id -> float; see docs/formats.md
     return d
 
 
 def make_row(scene_id: str, image_bytes: bytes, image_name: str, width: int, height: int,
-             qa: Sequence[QAPair], gravity_source: str, *, messages: list[dict[str, Any]] | None = None
-             ) -> dict[str, Any]:
-    """One dataset row; ``messages`` (default: :func:`messages_from_qa`) when answers carry reasoning."""
-    return {
+             qa: Sequence[QAPair], gravity_source: str, *, messages: list[dict[str, Any]] | None = None,
+             afford: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One dataset row; ``messages`` (default: :func:`messages_from_qa`) when answers carry reasoning;
+    ``afford`` (runs with affordance questions only, even when empty): the ``afford`` column's entries."""
+    row = {
         "scene_id": scene_id,
         "image": {"bytes": image_bytes, "path": image_name},
         "width": width,
@@ -120,6 +205,9 @@ def make_row(scene_id: str, image_bytes: bytes, image_name: str, width: int, hei
         "qa": [_qa_row(p) for p in qa],
         "gravity_source": gravity_source,
     }
+    if afford is not None:
+        row["afford"] = afford
+    return row
 
 
 def shard_name(index: int, total: int, split: str = "train") -> str:
@@ -169,12 +257,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def encode_shard(rows: list[dict[str, Any]]) -> bytes:
-    """The bytes of a Parquet shard holding ``rows`` (validated by :data:`ROW_SCHEMA`, zstd-compressed).
+def encode_shard(rows: list[dict[str, Any]], *, afford: bool = False) -> bytes:
+    """The bytes of a Parquet shard holding ``rows`` (validated by :data:`ROW_SCHEMA`, or by
+    :data:`AFFORD_ROW_SCHEMA` with ``afford``, zstd-compressed).
 
     Deterministic: the same rows give the same bytes, whichever process encodes them.
     """
-    table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=AFFORD_ROW_SCHEMA if afford else ROW_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()

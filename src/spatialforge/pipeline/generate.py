@@ -9,6 +9,12 @@ An interrupted run (Ctrl-C, SIGTERM, ``kill -9``, a full disk) resumes by skippi
 with identical output: every scene's randomness depends only on the seed and its id, never on the
 runner or the worker count. Bad scenes are rejected with a one-line reason, recorded and counted;
 nothing is dropped silently.
+
+With ``GenerateConfig(afford=True)`` (``--afford``) the scenes whose ``ground_truth.json`` lists part
+labels (``spatialforge synth --parts``) also get the affordance questions of
+:mod:`spatialforge.qa.afford_types`, and the rows get the ``afford`` column
+(:data:`~spatialforge.io.dataset.AFFORD_ROW_SCHEMA`); the other scenes get none and are counted by
+reason. Without it nothing changes: the rows, scene graphs and fingerprint are those of earlier versions.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from spatialforge.pipeline.shards import (
     merge_state,
     plan_shards,
 )
+from spatialforge.qa.afford_types import AFFORD_TYPES, NO_PARTS_REASONS, SceneAfford, scene_afford
 from spatialforge.qa.composite import CompositeConfig, generate_composite, reasoning_trace
 from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
 
@@ -86,17 +93,22 @@ class GenerateConfig:
     fail_fast: bool = False
     composite: CompositeConfig | None = None  # composite (multi-step) questions per scene; None: none
     with_reasoning: bool = False  # composite answers in the chat messages as <think>steps</think> + answer
+    afford: bool = False  # affordance questions on scenes with synthetic part labels (+ the afford column)
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise SpatialForgeError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.with_reasoning and self.composite is None:
             raise ConfigError("--with-reasoning writes reasoning for composite questions: add --composite N")
+        if not isinstance(self.afford, bool):
+            raise ConfigError(f"GenerateConfig.afford must be true or false, got {self.afford!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = {"qa": self.qa.to_dict(), "geometry": self.geometry.to_dict(), "shard_size": self.shard_size}
         if self.composite is not None:  # absent when off: earlier runs keep their fingerprint
             d.update(composite=self.composite.to_dict(), with_reasoning=self.with_reasoning)
+        if self.afford:  # likewise
+            d["afford"] = True
         return d
 
     def fingerprint(self) -> str:
@@ -115,6 +127,7 @@ class SceneOutcome:
     row: dict[str, Any] | None = None
     rejected: dict[str, str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    afford: SceneAfford | None = None  # with GenerateConfig.afford: the scene's affordance questions
 
 
 def _image_bytes(scene: RGBDScene, folder: Path) -> tuple[bytes, str]:
@@ -171,11 +184,22 @@ def process_scene(folder: Path, config: GenerateConfig) -> SceneOutcome:
             units = config.composite.units
             for k, pair in enumerate(pairs[len(qa.qa):], start=len(qa.qa)):
                 messages[2 * k + 1] = reasoning_trace(pair, graph, units)[1]
+    afford_rows, afford_s = None, 0.0
+    if config.afford:  # after the composite questions and their reasoning turns, which keep their indices
+        t = time.perf_counter()
+        out.afford = scene_afford(folder, scene.scene_id, config.qa.seed)
+        afford_s = time.perf_counter() - t
+        afford_rows = list(out.afford.records)
+        if out.afford.qa:
+            if messages is not None:
+                messages = [*messages, *messages_from_qa([*pairs, *out.afford.qa])[len(messages):]]
+            pairs += out.afford.qa
     out.graph, out.qa = graph, qa
     out.row = make_row(scene.scene_id, image_bytes, f"{scene.scene_id}/{image_name}",
                        scene.intrinsics.width, scene.intrinsics.height, pairs, graph.gravity.source,
-                       messages=messages)
-    out.timings.update(load=t1 - t0, geometry=t2 - t1, qa=t3 - t2, encode=time.perf_counter() - t3)
+                       messages=messages, afford=afford_rows)
+    out.timings.update(load=t1 - t0, geometry=t2 - t1, qa=t3 - t2 + afford_s,
+                       encode=time.perf_counter() - t3 - afford_s)
     return out
 
 
@@ -197,6 +221,8 @@ def process_one(folder: str | Path, config: GenerateConfig) -> SceneResult:
         st["errors"].append({"scene_id": folder.name, "path": str(folder), "reason": "internal_error", "error": tb})
         return SceneResult(folder.name, str(folder), None, None, st, [f"error: {folder}: {tb}"])
     messages = [f"rejected: {o.rejected['message']}"] if o.rejected is not None else []
+    if o.afford is not None and o.afford.message:
+        messages.append(f"no affordance questions: {o.afford.message}")
     _scene_stats(o, st)
     graph_json = None
     if o.row is not None:
@@ -227,7 +253,7 @@ def assemble_shard(spec: ShardSpec, config: GenerateConfig, scenes: list[SceneRe
         merge_state(st, r.state)
     rows = [r.row for r in scenes if r.row is not None]
     t = time.perf_counter()
-    parquet = encode_shard(rows)
+    parquet = encode_shard(rows, afford=config.afford)
     st["timings_s"]["encode"] = st["timings_s"].get("encode", 0.0) + time.perf_counter() - t
     return ShardResult(spec=spec, parquet=parquet,
                        graphs={r.scene_id: r.graph_json for r in scenes if r.graph_json is not None},
@@ -270,6 +296,9 @@ def _scene_stats(o: SceneOutcome, st: dict[str, Any]) -> None:
     if not o.qa.qa:
         reason = "no_measurable_objects" if len(o.graph.objects) < 1 else "no_askable_question"
         st["without_qa"].append({"scene_id": o.scene_id, "reason": reason})
+    if o.afford is not None:  # only with --afford: runs without it keep their bookkeeping as it was
+        st["afford_scenes_with_parts"] = int(o.afford.reason is None)
+        st["afford_without_parts"] = Counter([o.afford.reason] if o.afford.reason is not None else [])
 
 
 def _new_state() -> dict[str, Any]:
@@ -477,6 +506,11 @@ def run_generate(scenes_dir: str | Path, out_dir: str | Path, config: GenerateCo
     n_new = sum(len(s.folders) for s in todo)
     manifest["throughput"] = {"scenes_processed": n_new, "scenes_per_s": round(n_new / wall, 2) if wall > 0 else 0.0}
     manifest["gpu_seconds"] = {"total": 0.0, "by_stage": {}}  # geometry and QA run on CPUs; photos add perception's
+    afford = manifest["counts"].get("afford")
+    if afford is not None and afford["scenes_with_parts"] == 0 and manifest["counts"]["scenes_ok"]:
+        log(f"--afford: none of the {count(manifest['counts']['scenes_ok'], 'accepted scene')} has part labels "
+            f"({', '.join(f'{k} {v}' for k, v in afford['without_parts_by_reason'].items()) or 'no scene'}), so no "
+            "affordance question was asked: make scenes with part labels with `spatialforge synth --parts`")
     _write(out_dir / "manifest.json", lambda: atomic_write_json(out_dir / "manifest.json", manifest))
     _write(out_dir / "config.json", lambda: atomic_write_json(out_dir / "config.json", cfg.to_dict()))
     return manifest
@@ -509,7 +543,7 @@ def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out
     def total(key: str) -> Counter:
         c: Counter = Counter()
         for s in states:
-            c.update(s[key])
+            c.update(s.get(key) or {})
         return c
 
     timings: dict[str, float] = {}
@@ -521,7 +555,7 @@ def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out
     without = [w for s in states for w in s["without_qa"]]
     n_ok = sum(s["scenes_ok"] for s in states)
     qa_total = sum(s["qa_pairs"] for s in states)
-    return {
+    manifest = {
         "format": "spatialforge-dataset/1",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
@@ -558,3 +592,13 @@ def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out
         "timings_s": {k: round(timings[k], 4) for k in (*STAGES, *sorted(set(timings) - set(STAGES)))
                       if k in timings} | {"wall": round(wall, 3)},
     }
+    if cfg.afford:
+        no_parts = total("afford_without_parts")
+        per_type = total("per_type")
+        manifest["counts"]["afford"] = {
+            "scenes_with_parts": sum(int(s.get("afford_scenes_with_parts", 0)) for s in states),
+            "scenes_without_parts": sum(no_parts.values()),
+            "without_parts_by_reason": {k: no_parts[k] for k in NO_PARTS_REASONS if no_parts.get(k)},
+            "per_type": {t: per_type.get(t, 0) for t in AFFORD_TYPES},
+        }
+    return manifest

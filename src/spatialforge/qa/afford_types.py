@@ -6,9 +6,10 @@ these types existed do not change. Two types, generated only for scenes whose gr
 
 * ``afford_hold_point`` (kind ``point``): "Where would you hold the red mug to pour?" - answered
   with an image point and a 3D point in the gravity frame (``value = {"pixel": [u, v],
-  "point_3d": [x, y, z]}``: the part's centre, and the visible pixel of the part nearest to where
-  that centre projects). Scored by point-in-mask accuracy (the predicted pixel inside the part's
-  mask) and the 3D distance error in metres to the part's centre.
+  "point_3d": [x, y, z]}``: the part's centre, to the millimetre as the answer states it, and the
+  visible pixel of the part nearest to where that centre projects). Scored by point-in-mask
+  accuracy (the predicted pixel inside the part's mask) and the 3D distance error in metres to the
+  part's centre.
 * ``afford_which_object`` (kind ``choice``): "Which object affords cutting?" - a choice among
   2-4 visible objects of the scene (``choices``: their ids; ``value``: the right one), asked only
   when exactly one visible object has a visible part with that action. Scored by choice accuracy.
@@ -16,35 +17,46 @@ these types existed do not change. Two types, generated only for scenes whose gr
 The gravity frame of the truth is the exact one of the synthetic camera (``z`` up, ``x`` camera
 right, ``y`` forward, origin on the floor below the camera): what the pipeline's gravity
 estimate gives with a perfect floor fit (:func:`scene_gravity`).
+
+In a dataset (``spatialforge generate --afford``, :func:`scene_afford`), each question is a ``qa``
+record (:meth:`AffordQA.qa_record`: ``value`` is the part's id for a point question, the right
+object's id for a choice) and each point question also has an entry in the row's ``afford`` column
+(:meth:`AffordQA.afford_record`: pixel, 3D point, part and the part's mask, run-length encoded), so
+the dataset alone is enough to score the answers (``spatialforge eval score``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spatialforge.core.types import CameraIntrinsics, Gravity
-from spatialforge.errors import ConfigError
+from spatialforge.errors import ConfigError, SpatialForgeError
 
 __all__ = [
     "AFFORD_TYPES",
     "MIN_PART_PIXELS",
+    "NO_PARTS_REASONS",
     "AffordQA",
     "AffordScore",
     "AffordTruth",
+    "SceneAfford",
     "generate_afford_qa",
     "point_answer_from_heatmap",
+    "scene_afford",
     "scene_gravity",
     "score_afford_qa",
     "summarise_afford",
 ]
 
 AFFORD_TYPES = ("afford_hold_point", "afford_which_object")
+#: Why a scene got no affordance question in ``generate --afford`` (:func:`scene_afford`).
+NO_PARTS_REASONS = ("no_ground_truth", "no_parts", "unreadable_truth")
 #: A part must show at least this many pixels to be asked about (or to count as visible).
 MIN_PART_PIXELS = 20
 #: Action -> the noun of "Which object affords ...?".
@@ -145,7 +157,10 @@ class AffordTruth:
 
 @dataclass(frozen=True)
 class AffordQA:
-    """One affordance question; ``to_dict`` gives the same keys as catalogue QA (plus ``choices``)."""
+    """One affordance question; ``to_dict`` gives the same keys as catalogue QA (plus ``choices``).
+
+    ``id``: ``<scene_id>-aNNN``; ``unit``: ``point`` (an image pixel and a 3D point in metres) or
+    ``object`` (a choice among objects, as the catalogue's choices)."""
 
     id: str
     type: str
@@ -165,6 +180,32 @@ class AffordQA:
                 "answer": self.answer, "value": self.value, "unit": self.unit, "subjects": list(self.subjects),
                 "roles": list(self.roles), "names": list(self.names), "choices": list(self.choices),
                 "part_id": self.part_id}
+
+    def qa_record(self) -> dict[str, Any]:
+        """The question as a dataset ``qa`` struct (docs/formats.md): the catalogue's fields, with ``value`` the
+        part's id for a point question (its pixel, 3D point and mask are in :meth:`afford_record`) and the
+        right object's id for a choice (``subjects`` = the choices, roles ``A``-``D``)."""
+        value = self.part_id if self.kind == "point" else self.value
+        return {"id": self.id, "type": self.type, "kind": self.kind, "question": self.question,
+                "answer": self.answer, "value": float(value), "unit": self.unit, "subjects": list(self.subjects),
+                "roles": list(self.roles), "names": list(self.names)}
+
+    def afford_record(self, truth: AffordTruth) -> dict[str, Any] | None:
+        """The question's entry of a dataset row's ``afford`` column (``None`` for a choice): the truth pixel
+        and 3D point, the part, and the part's mask as run-length encoding
+        (:func:`spatialforge.io.dataset.encode_mask_rle`)."""
+        if self.kind != "point":
+            return None
+        from spatialforge.io.dataset import encode_mask_rle
+
+        if truth.part_mask is None or self.part_id not in truth.parts:
+            raise ConfigError(f"QA {self.id}: the scene's truth has no part {self.part_id}")
+        part = truth.parts[int(self.part_id)]
+        return {"qa_id": self.id, "part_id": int(self.part_id), "part_name": str(part["name"]),
+                "action": str(part["action"]), "object_id": int(part["object_id"]),
+                "pixel": [int(x) for x in self.value["pixel"]],
+                "point_3d": [float(x) for x in self.value["point_3d"]],
+                "mask": encode_mask_rle(truth.part_mask == int(self.part_id))}
 
 
 def _visible_parts(truth: AffordTruth) -> list[dict[str, Any]]:
@@ -195,12 +236,12 @@ def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
         if pixel is None:
             continue
         name = f"the {truth.object(oid)['caption']}"
-        point = [round(float(x), 4) for x in truth.to_gravity(part["center"])]
+        point = [round(float(x), 3) + 0.0 for x in truth.to_gravity(part["center"])]  # mm, as the answer states it
         question = f"Where would you hold {name} to {part['purpose']}?"
         answer = (f"By its {part['name']}: at pixel ({pixel[0]}, {pixel[1]}), the 3D point "
-                  f"({point[0]:.2f}, {point[1]:.2f}, {point[2]:.2f}) m.")
-        out.append(AffordQA(f"{truth.scene_id}-afford-{len(out)}", "afford_hold_point", "point", question, answer,
-                            {"pixel": [pixel[0], pixel[1]], "point_3d": point}, "m", (oid,), ("A",), (name,),
+                  f"({point[0]:.3f}, {point[1]:.3f}, {point[2]:.3f}) m.")
+        out.append(AffordQA(f"{truth.scene_id}-a{len(out):03d}", "afford_hold_point", "point", question, answer,
+                            {"pixel": [pixel[0], pixel[1]], "point_3d": point}, "point", (oid,), ("A",), (name,),
                             part_id=int(part["id"])))
     for action, noun in _ACTION_NOUN.items():
         having = sorted({int(p["object_id"]) for p in parts if p["action"] == action})
@@ -217,11 +258,54 @@ def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
         choices = [choices[int(i)] for i in rng.permutation(len(choices))]
         names = tuple(f"the {truth.object(c)['caption']}" for c in choices)
         listing = ", ".join(names[:-1]) + f" or {names[-1]}"
-        out.append(AffordQA(f"{truth.scene_id}-afford-{len(out)}", "afford_which_object", "choice",
+        out.append(AffordQA(f"{truth.scene_id}-a{len(out):03d}", "afford_which_object", "choice",
                             f"Which object affords {noun}: {listing}?",
                             f"{names[choices.index(right)][0].upper()}{names[choices.index(right)][1:]}.",
-                            right, "", tuple(choices), tuple("ABCD"[: len(choices)]), names, tuple(choices)))
+                            right, "object", tuple(choices), tuple("ABCD"[: len(choices)]), names, tuple(choices)))
     return out
+
+
+@dataclass(frozen=True)
+class SceneAfford:
+    """The affordance questions of one scene folder (:func:`scene_afford`).
+
+    ``qa``: the questions; ``records``: the ``afford`` column entries of its point questions;
+    ``reason``: why the scene has no part labels (one of :data:`NO_PARTS_REASONS`; ``None`` when it has
+    them, even if no question could be asked); ``message``: a one-line account for ``unreadable_truth``.
+    """
+
+    qa: tuple[AffordQA, ...] = ()
+    records: tuple[dict[str, Any], ...] = ()
+    reason: str | None = None
+    message: str | None = None
+
+
+def scene_afford(folder: str | os.PathLike[str], scene_id: str, seed: int = 0) -> SceneAfford:
+    """The affordance questions of a scene folder, as ``spatialforge generate --afford`` asks them.
+
+    ``scene_id`` names the questions (``<scene_id>-aNNN``, the dataset row's id) and, with ``seed``, draws
+    their randomness, as for the catalogue questions. A folder without ``ground_truth.json`` (a photo, a
+    real RGB-D scan) or whose ground truth lists no parts gets none (``reason`` says which); one whose
+    truth cannot be read (``parts.png`` missing, a malformed ``ground_truth.json``) gets none with reason
+    ``unreadable_truth`` and a one-line ``message``. Never raises for a bad scene folder.
+    """
+    folder = Path(folder)
+    gt_path = folder / "ground_truth.json"
+    if not gt_path.is_file():
+        return SceneAfford(reason="no_ground_truth")
+    try:
+        truth = AffordTruth.load(folder)
+        if not truth.parts:
+            return SceneAfford(reason="no_parts")
+        truth = replace(truth, scene_id=scene_id)
+        qa = generate_afford_qa(truth, seed)
+        records = [r for r in (q.afford_record(truth) for q in qa) if r is not None]
+    except SpatialForgeError as exc:
+        return SceneAfford(reason="unreadable_truth", message=str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # malformed entries of ground_truth.json
+        detail = f"{type(exc).__name__}: {exc}"
+        return SceneAfford(reason="unreadable_truth", message=f"{gt_path}: malformed part or object entry ({detail})")
+    return SceneAfford(tuple(qa), tuple(records))
 
 
 @dataclass(frozen=True)

@@ -171,13 +171,30 @@ def _decode_image(value: Any, where: str) -> Image.Image:
 # Sources
 
 
-def _spatial_prompt(qa: Any, style: str, where: str) -> tuple[str, str]:
-    """The user prompt ``eval run`` sends for one ``qa`` record of a spatialforge dataset, and its answer."""
+#: why a question of a dataset row is left out of training (counted in ``SpatialExamples.skipped_questions``)
+_SKIPPED_REASONS = ("missing_afford",)
+
+
+class _LeftOut(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _spatial_prompt(qa: Any, style: str, where: str, *, afford: Any = None,
+                    meta: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The user prompt ``eval run`` sends for one ``qa`` record of a spatialforge dataset, and its answer.
+
+    ``afford`` / ``meta["image_size"]``: the record's ``afford`` entry and the image size (affordance point
+    questions). A point question without its afford entry raises ``_LeftOut`` (counted, not trained on);
+    any other unusable record is a :class:`DatasetError`."""
     from spatialforge.eval import benchmarks
 
     try:  # the very item `eval run --benchmark OUT` asks, so the prompt is the same text
-        item = benchmarks.spatialforge_item("train", qa, b"", {})
+        item = benchmarks.spatialforge_item("train", qa, b"", dict(meta or {}), afford=afford)
     except benchmarks._Skip as skip:
+        if skip.reason in _SKIPPED_REASONS:
+            raise _LeftOut(skip.reason) from None
         raise DatasetError(f"{where}: a QA pair cannot be used ({skip})") from None
     return build_prompt(item, style), item.reference_answer
 
@@ -202,6 +219,11 @@ class SpatialExamples:
     (the evaluation backend does the same). The QA records are read into memory once; the image
     column stays in Arrow buffers (the original file bytes) and each image is decoded when its
     example is requested.
+
+    Affordance questions (``generate --afford``) are trained on like the others: the choice ones as
+    choices, the point ones with the point instruction of ``eval run`` (it names the image size) and the
+    dataset's answer (pixel and 3D point). A point question whose row lacks its ``afford`` entry is left
+    out and counted in ``skipped_questions`` (reason ``missing_afford``).
     """
 
     def __init__(self, out_dir: str | Path, max_qa_per_example: int, *, system_prompt: str = SYSTEM_PROMPT,
@@ -216,7 +238,12 @@ class SpatialExamples:
         if not files:
             raise DatasetError(f"{self.out_dir}: no Parquet shards under data/ (is this a spatialforge generate "
                                "output?)", path=str(self.out_dir))
-        rows = list(iter_rows(self.out_dir, columns=["scene_id", "qa", "messages"]))
+        try:
+            names = set(pq.read_schema(files[0]).names)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{files[0]}: cannot read the Parquet schema ({exc})", path=str(files[0])) from None
+        columns = ["scene_id", "qa", "messages", *(c for c in ("width", "height", "afford") if c in names)]
+        rows = list(iter_rows(self.out_dir, columns=columns))
         self._images = []
         for f in files:
             try:
@@ -230,13 +257,25 @@ class SpatialExamples:
         self.scene_ids: list[str] = []
         self._items: list[tuple[int, list[str], list[str]]] = []  # (row, prompts, answers)
         self.rows_without_questions = 0
+        self.skipped_questions: dict[str, int] = {}
         for r, row in enumerate(rows):
             if not row["qa"]:
                 self.rows_without_questions += 1
                 continue
             where = f"{self.out_dir} scene {row['scene_id']!r}"
-            turns = [_spatial_prompt(qa, self.prompt_style, where) for qa in row["qa"]]
-            turns = [(q, _reasoned(row.get("messages"), k, a)) for k, (q, a) in enumerate(turns)]
+            afford = {str(a["qa_id"]): a for a in row.get("afford") or () if isinstance(a, dict) and a.get("qa_id")}
+            meta = {"image_size": (row["width"], row["height"])} if row.get("width") and row.get("height") else {}
+            turns = []
+            for k, qa in enumerate(row["qa"]):
+                qa_id = str(qa.get("id")) if isinstance(qa, dict) else ""
+                try:
+                    q, a = _spatial_prompt(qa, self.prompt_style, where, afford=afford.get(qa_id), meta=meta)
+                except _LeftOut as out:
+                    self.skipped_questions[out.reason] = self.skipped_questions.get(out.reason, 0) + 1
+                    continue
+                turns.append((q, _reasoned(row.get("messages"), k, a)))
+            if not turns:
+                continue
             for start in range(0, len(turns), max_qa_per_example):
                 chunk = turns[start:start + max_qa_per_example]
                 self._items.append((r, [q for q, _ in chunk], [a for _, a in chunk]))

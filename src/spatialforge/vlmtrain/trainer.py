@@ -450,6 +450,10 @@ def train_vlm(config: VLMTrainConfig, *, eval_fn: EvalFn | None = None, progress
     n_spatial, n_general = len(spatial or ()), len(general or ())
     log(f"examples: {n_spatial} spatial (from {count(len(spatial.scene_ids) if spatial else 0, 'image')}), "
         f"{n_general} general; spatial share {data.spatial_share:g} (by examples)")
+    if spatial is not None and spatial.skipped_questions:
+        log(f"left out {count(sum(spatial.skipped_questions.values()), 'question')} of {data.dataset}: "
+            + ", ".join(f"{k} {v}" for k, v in spatial.skipped_questions.items())
+            + " (point questions whose row has no afford entry)")
 
     model = load_base_model(config.model, cuda=cuda)
     model = build_lora_model(model, config.lora, revision=config.model.revision)

@@ -20,6 +20,10 @@ unit, without hinting at any value:
 * clock directions: "Answer directly with a clock direction: an hour from 1 to 12."
 * yes/no: "Answer directly with yes or no."
 * choice: "Answer directly with one of: <option 1>; <option 2>."
+* point (the affordance "where would you hold ...?" questions): "Answer with the point in the image as
+  pixel coordinates (x, y), x from the left edge and y from the top edge of the W x H image, then its
+  3D position (x, y, z) in metres: x to the camera's right, y forward, z up from the floor below the
+  camera." (the image size when the item knows it, :data:`POINT_INSTRUCTION`)
 
 Without the image the prompt adds "No image is available; give your best guess." so that the
 blind baseline measures the language prior instead of counting refusals. Style ``plain`` sends the
@@ -52,6 +56,7 @@ from spatialforge.eval.types import BenchmarkItem
 
 __all__ = [
     "BLIND_NOTE",
+    "POINT_INSTRUCTION",
     "PROMPT_STYLES",
     "SYSTEM_PROMPT",
     "ModelAnswer",
@@ -77,6 +82,10 @@ _QUANT_INSTRUCTIONS = {
     "clock": "Answer directly with a clock direction: an hour from 1 to 12.",
 }
 _YES_NO_INSTRUCTION = "Answer directly with yes or no."
+#: the answer format of kind ``point`` (``{size}``: " of the W x H image" when the item knows its size)
+POINT_INSTRUCTION = ("Answer with the point in the image as pixel coordinates (x, y), x from the left edge and y "
+                     "from the top edge{size}, then its 3D position (x, y, z) in metres: x to the camera's right, "
+                     "y forward, z up from the floor below the camera.")
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,9 @@ def build_prompt(item: BenchmarkItem, style: str = "default", *, with_image: boo
         instruction = _QUANT_INSTRUCTIONS.get(item.unit, "Answer directly with a single value.")
     elif item.kind == "yes_no":
         instruction = _YES_NO_INSTRUCTION
+    elif item.kind == "point":
+        size = (item.meta or {}).get("image_size")
+        instruction = POINT_INSTRUCTION.format(size=f" of the {size[0]} x {size[1]} image" if size else "")
     else:
         instruction = "Answer directly with one of: " + "; ".join(o.strip() for o in item.options) + "."
     parts = [question, instruction]
@@ -178,7 +190,11 @@ def chat_messages(prompts: Sequence[str], answers: Sequence[str] = (), *, system
 
 def _template_digest(style: str) -> str:
     """A digest of the text :func:`build_prompt` writes in ``style`` for every kind and unit, with and without the
-    image: it changes whenever the instructions or their layout change (another spatialforge version)."""
+    image: it changes whenever the instructions or their layout change (another spatialforge version).
+
+    The instruction of kind ``point`` (:data:`POINT_INSTRUCTION`) is not in it, so that adding it left the
+    run folders of earlier versions resumable: an evaluation run fingerprints it with the point items of its
+    benchmark (:func:`spatialforge.eval.runner.run_eval`)."""
     probes = [BenchmarkItem(id=f"probe-{unit}", benchmark="probe", question="QUESTION", kind="quantitative",
                             type="probe", truth=1.0, unit=unit) for unit in ("m", "ratio")]
     probes += [
@@ -188,7 +204,7 @@ def _template_digest(style: str) -> str:
                       truth=True, unit="bool"),
         BenchmarkItem(id="probe-choice", benchmark="probe", question="QUESTION", kind="choice", type="probe",
                       truth=0, unit="option", options=("OPTION A", "OPTION B")),
-    ]
+    ]  # the point instruction is fingerprinted with the point items instead (see the docstring)
     texts = [build_prompt(item, style, with_image=with_image) for item in probes for with_image in (True, False)]
     return hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
 

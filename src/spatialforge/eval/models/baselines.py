@@ -9,7 +9,10 @@
   phrased "about 1.5 meters", "about 1.0", "12 o'clock". Types that are not in the table are
   matched by the words ``width`` / ``depth`` / ``height`` / ``distance`` in their id, then by unit;
 * yes/no questions with "yes" (or "no" with ``yes_no=False``, e.g. when "no" is the majority);
-* choice questions with the first option.
+* choice questions with the first option;
+* point questions (kind ``point``) with the centre of the image, "(320, 240)" for a 640 x 480 image,
+  and no 3D point (the image size comes from the item; without it the prior declines: "I cannot tell
+  without the image."). Its in-mask rate is the chance that the part covers the image centre.
 
 :class:`BlindModel` (spec ``blind:<inner spec>``) asks the inner model the same questions without
 the image: it calls ``inner.answer(items, use_image=False)`` (see
@@ -94,7 +97,7 @@ class PriorModel:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "prior", "name": self.name, "values": dict(self.values),
-                "yes_no": "yes" if self.yes_no else "no", "choice": "first option"}
+                "yes_no": "yes" if self.yes_no else "no", "choice": "first option", "point": "image centre"}
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the answers: the table of values and the yes/no answer."""
@@ -116,6 +119,13 @@ class PriorModel:
             return ModelAnswer(item.id, "yes" if self.yes_no else "no", latency_s=0.0, meta={"prior": "yes_no"})
         if item.kind == "choice":
             return ModelAnswer(item.id, item.options[0], latency_s=0.0, meta={"prior": "first_option"})
+        if item.kind == "point":
+            size = (item.meta or {}).get("image_size")
+            if not size:
+                return ModelAnswer(item.id, "I cannot tell without the image.", latency_s=0.0,
+                                   meta={"prior": "no_image_size"})
+            return ModelAnswer(item.id, f"({int(size[0]) // 2}, {int(size[1]) // 2})", latency_s=0.0,
+                               meta={"prior": "image_centre"})
         value, key = self._value(item)
         if item.unit == "clock":
             text = f"{min(12, max(1, round(value)))} o'clock"
