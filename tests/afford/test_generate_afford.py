@@ -341,3 +341,46 @@ def test_train_trains_on_them_and_counts_what_it_leaves_out(afford_out, tmp_path
         err = capsys.readouterr().err
         assert (left_out in err and "missing_afford" in err) if left_out else "left out" not in err
         assert json.loads((out / "train_summary.json").read_text())["steps"] == 2
+
+
+def test_eval_score_types_and_kinds_score_a_selection_and_count_the_other_answers(afford_out, tmp_path, capsys):
+    bench, items = _afford_items(afford_out)
+    points = [i for i in items if i.kind == "point"]
+    answers = _write_answers(tmp_path / "all.jsonl", bench.items, lambda it: it.reference_answer)
+    only_points = _write_answers(tmp_path / "points.jsonl", points, lambda it: it.reference_answer)
+
+    # the points-only answers scored against everything: the other questions count as missing
+    everything = tmp_path / "everything"
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points),
+                 "--out", str(everything)]) == 0
+    whole = _summary(everything)
+    assert whole["answers_file"]["missing"] == len(bench.items) - len(points) > 0
+    assert whole["answers_file"]["selection"] is None
+
+    # --kinds point: only the point questions, all answered, all in the mask
+    sel = tmp_path / "points"
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points), "--out", str(sel),
+                 "--kinds", "point"]) == 0
+    s = _summary(sel)
+    assert s["overall"]["n"] == len(points) and s["answers_file"]["missing"] == 0
+    assert s["overall"]["point"]["in_mask"]["value"] == 1.0
+    assert s["answers_file"]["selection"] == {"types": None, "kinds": ["point"]}
+
+    # --types: answers to the other questions are outside the selection, not unknown ids
+    typed = tmp_path / "typed"
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(answers), "--out", str(typed),
+                 "--types", "afford_hold_point"]) == 0
+    t = _summary(typed)["answers_file"]
+    assert t["outside_selection"] == len(bench.items) - len(points) and t["unknown_ids"] == 0
+    assert "outside --types/--kinds" in capsys.readouterr().out
+
+    # the same folder with another selection is refused (its scores would be mixed up), the same one is redone
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points), "--out", str(sel),
+                 "--kinds", "choice"]) == 2
+    assert "another --types/--kinds selection" in capsys.readouterr().err
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points), "--out", str(sel),
+                 "--kinds", "point", "--seed", "3"]) == 0
+    # an unknown type names the benchmark's types
+    assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points),
+                 "--out", str(tmp_path / "bad"), "--types", "afford_nope"]) == 2
+    assert "afford_hold_point" in capsys.readouterr().err

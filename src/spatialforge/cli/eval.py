@@ -146,6 +146,11 @@ def add_eval(sub: Any) -> None:
     s.add_argument("--name", default=None, help="the model's name in the summary (default: the answers file's name)")
     s.add_argument("--image-root", default=None,
                    help="where the benchmark's images are (default: beside the benchmark's files)")
+    s.add_argument("--types", type=comma_list, default=None,
+                   help="comma-separated question types to score (default: all; answers to other questions are "
+                        "counted as outside the selection, not as unknown)")
+    s.add_argument("--kinds", type=_kinds, default=None,
+                   help=f"comma-separated kinds to score: {', '.join(KINDS)} (default: all)")
     s.add_argument("--seed", type=int_at_least(0), default=0, help="bootstrap seed")
     s.add_argument("--overwrite", action="store_true",
                    help="replace the scores an earlier `eval score` wrote in --out for other answers (only what it "
@@ -312,28 +317,41 @@ def _score(args: argparse.Namespace) -> int:
     inputs = [benchmark_path(args.benchmark), args.answers, args.image_root]
     with claimed_output(args.out, SCORE_OUTPUT, inputs, args.overwrite) as prepared:
         bench = _benchmark(args)
+        from spatialforge.eval.runner import selection_of
+
+        selection = selection_of(bench)
         if prepared.resumed:
-            _check_same_scores(args, bench.name)
-        summary = score_answers(bench, args.answers, args.out, seed=args.seed, name=args.name)
+            _check_same_scores(args, bench.name, selection)
+        known = None
+        if selection is not None:  # answers to questions left out are not "unknown"
+            from spatialforge.eval.benchmarks import load_benchmark
+
+            known = {it.id for it in load_benchmark(args.benchmark, image_root=args.image_root,
+                                                    regions=args.regions).items}
+        summary = score_answers(bench, args.answers, args.out, seed=args.seed, name=args.name, known_ids=known)
     info = summary["answers_file"]
+    outside = f", {count(info['outside_selection'], 'answer')} outside --types/--kinds" if selection else ""
     print(f"{count(info['answers'], 'answer')} for {count(len(bench), 'question')}: {info['missing']} missing, "
-          f"{count(info['unknown_ids'], 'unknown id')}, {count(len(info['malformed_lines']), 'malformed line')}")
+          f"{count(info['unknown_ids'], 'unknown id')}, {count(len(info['malformed_lines']), 'malformed line')}"
+          f"{outside}")
     _print_summary(summary, args.out)
     return 0
 
 
-def _check_same_scores(args: argparse.Namespace, benchmark: str) -> None:
-    """A folder of earlier scores is rewritten only for the same answers file and benchmark (else --overwrite)."""
+def _check_same_scores(args: argparse.Namespace, benchmark: str, selection: Any = None) -> None:
+    """A folder of earlier scores is rewritten only for the same answers file, benchmark and --types/--kinds
+    selection (else --overwrite)."""
     if not (args.out / "summary.json").is_file():  # an earlier scoring stopped before its summary: nothing to keep
         return
     try:
         previous = json.loads((args.out / "summary.json").read_text())
-        before = (Path(previous["answers_file"]["path"]).resolve(), previous["benchmark"])
+        before = (Path(previous["answers_file"]["path"]).resolve(), previous["benchmark"],
+                  previous["answers_file"].get("selection"))
     except (OSError, ValueError, KeyError, TypeError):
         before = None
-    if before != (args.answers.resolve(), benchmark):
-        raise ConfigError(f"--out {args.out}: holds the scores of other answers or another benchmark; use a new "
-                          "--out, or --overwrite to replace them")
+    if before != (args.answers.resolve(), benchmark, selection):
+        raise ConfigError(f"--out {args.out}: holds the scores of other answers, another benchmark or another "
+                          "--types/--kinds selection; use a new --out, or --overwrite to replace them")
 
 
 def _compare(args: argparse.Namespace) -> int:

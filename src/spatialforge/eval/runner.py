@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from spatialforge.eval.types import BenchmarkItem, ParsedAnswer
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.io.outdir import OutputKind, atomic_path
 
-__all__ = ["RUN_OUTPUT", "SCORE_OUTPUT", "read_answers", "read_records", "record_for", "run_eval", "score_answers"]
+__all__ = ["RUN_OUTPUT", "SCORE_OUTPUT", "read_answers", "read_records", "record_for", "run_eval", "score_answers",
+           "selection_of"]
 
 RECORDS = "records.jsonl"
 FINGERPRINT = "fingerprint.json"
@@ -273,13 +274,28 @@ def read_answers(path: str | os.PathLike[str]) -> tuple[dict[str, str | None], d
     return answers, {"malformed_lines": bad, "duplicates": duplicates}
 
 
+def selection_of(benchmark: Any) -> dict[str, Any] | None:
+    """The ``--types`` / ``--kinds`` a scored benchmark was cut to (``None``: every question)."""
+    subset = benchmark.info.get("subset") if isinstance(getattr(benchmark, "info", None), dict) else None
+    if not subset:
+        return None
+    return {"types": subset.get("types"), "kinds": subset.get("kinds")}
+
+
 def score_answers(benchmark: Any, answers_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                  n_boot: int = 1000, seed: int = 0, name: str | None = None) -> dict[str, Any]:
-    """Score answers produced elsewhere. Questions without an answer count as unanswered (``missing``)."""
+                  n_boot: int = 1000, seed: int = 0, name: str | None = None,
+                  known_ids: Collection[str] | None = None) -> dict[str, Any]:
+    """Score answers produced elsewhere. Questions without an answer count as unanswered (``missing``).
+
+    ``known_ids``: when ``benchmark`` is a subset (``Benchmark.subset``), the ids of the whole benchmark:
+    answers to its other questions are counted as ``outside_selection``, not as unknown ids.
+    """
     answers, problems = read_answers(answers_path)
     items: Sequence[BenchmarkItem] = benchmark.items
     ids = {it.id for it in items}
-    unknown = sorted(set(answers) - ids)
+    every = ids | set(known_ids or ())
+    unknown = sorted(set(answers) - every)
+    outside = len((set(answers) & every) - ids)
     records = []
     missing = 0
     for it in items:
@@ -294,6 +310,7 @@ def score_answers(benchmark: Any, answers_path: str | os.PathLike[str], out_dir:
     summary["model"] = name or Path(answers_path).stem
     summary["benchmark"] = benchmark.name
     summary["answers_file"] = {"path": str(answers_path), "answers": len(answers), "missing": missing,
-                               "unknown_ids": len(unknown), "unknown_id_examples": unknown[:5], **problems}
+                               "unknown_ids": len(unknown), "unknown_id_examples": unknown[:5],
+                               "outside_selection": outside, "selection": selection_of(benchmark), **problems}
     write_summary(summary, out)
     return summary
