@@ -247,3 +247,50 @@ def test_scene_without_a_support_plane_has_no_plane_and_says_so(tmp_path):
     viz3d.write_rerun(scene, graph, tmp_path / "v.rrd")
     chunks = _chunks(tmp_path / "v.rrd")
     assert "/world/points" in chunks and "/world/support_plane" not in chunks
+
+
+def test_affordance_figure_shows_each_region_its_interaction_point_and_approach(data):
+    from spatialforge.afford.lift import lift_affordance
+
+    scene = load_scene(data[0] / "synth_000000")
+    graph = build_scene_graph(scene)
+    h, w = scene.depth.shape
+    yy, xx = np.mgrid[:h, :w]
+    heat = np.exp(-((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (2 * (w / 8) ** 2))
+    regions = lift_affordance(heat, scene.depth, scene.intrinsics, graph.gravity,
+                              instances=scene.instances.astype(np.int64), relative_threshold=0.3)
+    assert len(regions) >= 2
+    names = {r.object_id: f"#{r.object_id} thing" for r in regions}
+    fig = viz3d.affordance_figure(scene, graph, regions, names=names, max_points=2_000, arrow_length=0.2)
+    traces = {t.name: t for t in fig.data}
+    base = [t.name for t in viz3d.scene_figure(scene, graph, max_points=2_000).data]
+    assert [t.name for t in fig.data][:len(base)] == base  # the scene view, then the regions on top
+    assert len(fig.data) == len(base) + 4 * len(regions)
+    for r in regions:
+        label = names[r.object_id]
+        pts = traces[f"affordance {label}"]
+        xyz = np.column_stack([np.asarray(pts[a], dtype=float) for a in "xyz"])
+        np.testing.assert_allclose(xyz, r.points)  # every region point, in the scene graph's gravity frame
+        np.testing.assert_allclose(np.asarray(pts.marker.color, dtype=float), r.heat)  # coloured by heat
+        assert (pts.marker.cmin, pts.marker.cmax) == (0.0, max(float(q.heat.max()) for q in regions))
+        point = traces[f"interaction {label}"]
+        np.testing.assert_allclose([point.x[0], point.y[0], point.z[0]], r.interaction_point)
+        arrow = traces[f"approach {label}"]
+        start = np.array([arrow.x[0], arrow.y[0], arrow.z[0]])
+        end = np.array([arrow.x[1], arrow.y[1], arrow.z[1]])
+        np.testing.assert_allclose(end, r.interaction_point)  # the arrow ends on the surface
+        np.testing.assert_allclose((end - start) / 0.2, r.approach, atol=1e-9)  # pointing along the approach
+        head = traces[f"approach head {label}"]
+        assert head.type == "cone" and head.anchor == "tip"
+        np.testing.assert_allclose(np.array([head.u[0], head.v[0], head.w[0]]) / np.linalg.norm(
+            [head.u[0], head.v[0], head.w[0]]), r.approach, atol=1e-9)
+    # large regions are subsampled, the same way each time
+    big = max(regions, key=lambda r: r.n_pixels)
+    small = viz3d.affordance_figure(scene, graph, [big], max_points=500, max_region_points=50)
+    again = viz3d.affordance_figure(scene, graph, [big], max_points=500, max_region_points=50)
+    sub = next(t for t in small.data if t.name == f"affordance #{big.object_id}")
+    assert len(sub.x) == 50 and list(sub.x) == list(next(t for t in again.data if t.name == sub.name).x)
+    fixed = viz3d.affordance_figure(scene, graph, [big], max_points=500, heat_range=(0.2, 0.8))
+    assert (fixed.data[-4].marker.cmin, fixed.data[-4].marker.cmax) == (0.2, 0.8)
+    with pytest.raises(ValueError, match="arrow_length must be > 0"):
+        viz3d.affordance_figure(scene, graph, regions, arrow_length=0)

@@ -29,8 +29,8 @@ from spatialforge.geometry.config import GeometryConfig
 from spatialforge.io.outdir import atomic_path
 from spatialforge.viz import _EDGES, _PALETTE
 
-__all__ = ["canonical_points", "frustum", "qa_for_scene", "require_plotly", "require_rerun", "scene_figure",
-           "support_patch", "write_html", "write_rerun"]
+__all__ = ["affordance_figure", "canonical_points", "frustum", "qa_for_scene", "require_plotly", "require_rerun",
+           "scene_figure", "support_patch", "write_html", "write_rerun"]
 
 _FEATURE = "3D views"
 
@@ -221,6 +221,69 @@ def scene_figure(scene: RGBDScene, graph: SceneGraph, *, max_points: int = 200_0
                "yaxis": {"title": {"text": "y (m, forward)"}, **axis},
                "zaxis": {"title": {"text": "z (m, up)"}, **axis},
                "camera": {"up": {"x": 0, "y": 0, "z": 1}, "eye": {"x": 0.0, "y": -1.6, "z": 1.0}}})
+    return fig
+
+
+def affordance_figure(scene: RGBDScene, graph: SceneGraph, regions: Sequence[Any], *,
+                      names: dict[Any, str] | None = None, max_points: int = 200_000, max_region_points: int = 5_000,
+                      arrow_length: float = 0.15, heat_range: tuple[float, float] | None = None, seed: int = 0,
+                      title: str | None = None) -> Any:
+    """:func:`scene_figure` with lifted affordance regions on top (``regions``: ``lift_affordance``'s).
+
+    Per region, four traces are added after the scene's, named with ``names[object_id]`` (default
+    ``#<id>``); one legend entry, ``affordance <name>``, turns all four on and off:
+    ``affordance <name>`` (the region's points coloured by heat on one colour scale for all regions,
+    ``heat_range`` (default: 0 to the highest heat of the regions), subsampled to at most
+    ``max_region_points`` with ``seed``), ``interaction <name>`` (the interaction point),
+    ``approach <name>`` (a line of ``arrow_length`` metres ending at the interaction point along the
+    approach direction) and ``approach head <name>`` (a cone at the point). The regions must be in the
+    gravity frame of ``graph`` (lift with ``graph.gravity``).
+    """
+    go = require_plotly()
+    if arrow_length <= 0:
+        raise ValueError(f"arrow_length must be > 0, got {arrow_length}")
+    if max_region_points < 1:
+        raise ValueError(f"max_region_points must be >= 1, got {max_region_points}")
+    if heat_range is None:
+        top = max((float(np.max(r.heat)) for r in regions if len(r.heat)), default=1.0)
+        heat_range = (0.0, top if top > 0 else 1.0)
+    lo, hi = (float(v) for v in heat_range)
+    if not hi > lo:
+        raise ValueError(f"heat_range must be (low, high) with high > low, got {heat_range}")
+    fig = scene_figure(scene, graph, max_points=max_points, seed=seed, title=title)
+    names = names or {}
+    for k, r in enumerate(regions):
+        label = names.get(r.object_id, f"#{r.object_id}")
+        pts, heat = np.asarray(r.points, dtype=np.float64), np.asarray(r.heat, dtype=np.float64)
+        if len(pts) > max_region_points:
+            keep = np.sort(np.random.default_rng(seed).choice(len(pts), max_region_points, replace=False))
+            pts, heat = pts[keep], heat[keep]
+        group = f"region {k}"
+        fig.add_trace(go.Scatter3d(
+            name=f"affordance {label}", legendgroup=group, x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
+            marker={"size": 2.5, "color": heat, "colorscale": "YlOrRd", "cmin": lo, "cmax": hi,
+                    "showscale": k == 0, "colorbar": {"title": {"text": "heat"}, "len": 0.5, "thickness": 12,
+                                                      "x": 0.0, "xanchor": "left"}},
+            hovertemplate=f"{html.escape(label)}<br>heat %{{marker.color:.3f}}<extra></extra>"))
+        p = np.asarray(r.interaction_point, dtype=np.float64)
+        a = np.asarray(r.approach, dtype=np.float64)
+        area = f"{r.area_m2 * 1e4:.1f} cm^2"
+        fig.add_trace(go.Scatter3d(
+            name=f"interaction {label}", legendgroup=group, showlegend=False, x=[p[0]], y=[p[1]], z=[p[2]],
+            mode="markers",
+            marker={"size": 7, "color": "black", "symbol": "diamond", "line": {"color": "white", "width": 2}},
+            hovertext=f"{html.escape(label)}: interaction point ({p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f}) m; region {area}",
+            hoverinfo="text"))
+        start = p - arrow_length * a
+        fig.add_trace(go.Scatter3d(
+            name=f"approach {label}", legendgroup=group, showlegend=False, x=[start[0], p[0]], y=[start[1], p[1]],
+            z=[start[2], p[2]], mode="lines", line={"color": "rgb(0,120,255)", "width": 6}, hoverinfo="text",
+            hovertext=f"{html.escape(label)}: approach ({a[0]:+.2f}, {a[1]:+.2f}, {a[2]:+.2f})"))
+        head = arrow_length / 4
+        fig.add_trace(go.Cone(
+            name=f"approach head {label}", legendgroup=group, x=[p[0]], y=[p[1]], z=[p[2]], u=[a[0] * head],
+            v=[a[1] * head], w=[a[2] * head], anchor="tip", sizemode="absolute", sizeref=head, showscale=False,
+            colorscale=[[0, "rgb(0,120,255)"], [1, "rgb(0,120,255)"]], hoverinfo="skip", showlegend=False))
     return fig
 
 

@@ -9,15 +9,23 @@ unpacked into replaced by the upload's own name.
 Uploads are unpacked by :func:`unpack_scene_zip`: no absolute names, no ``..``, no links, at most
 :attr:`AppLimits.max_members` entries and :attr:`AppLimits.max_unpacked_bytes` bytes (counted while
 reading, not taken from the archive's headers).
+
+Models (the perception pipeline, the AffordanceCLIP predictor, the VLM) are held by :class:`AppModels`:
+each is built at its first use, once per app, under its own lock, and shared by every browser session.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import stat
 import tempfile
+import threading
 import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,16 +37,25 @@ from spatialforge.core.types import QAPair, RGBDScene, SceneGraph
 from spatialforge.errors import ConfigError, SpatialForgeError
 
 __all__ = [
+    "AFFORD_HEADERS",
+    "AffordanceView",
     "AppConfig",
     "AppLimits",
+    "AppModels",
+    "SceneAnswer",
     "SceneView",
+    "VLMAnswer",
+    "affordance",
     "analyse_scene",
     "answer_question",
+    "ask_vlm",
+    "build_vlm",
     "graph_rows",
     "load_photo",
     "load_synthetic",
     "load_upload",
     "qa_rows",
+    "scene_answer",
     "unpack_scene_zip",
 ]
 
@@ -46,6 +63,8 @@ GRAPH_HEADERS = ["id", "caption", "reference", "x (m)", "y (m)", "z (m)", "width
                  "size reliable", "footprint reliable", "truncated", "occluded"]
 QA_HEADERS = ["type", "kind", "question", "answer", "value", "unit", "subjects"]
 STEP_HEADERS = ["tool", "arguments", "value", "unit"]
+AFFORD_HEADERS = ["object", "region pixels", "area (cm^2)", "mean heat", "interaction pixel (u, v)", "x (m)", "y (m)",
+                  "z (m)", "approach (gravity frame)", "approach"]
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _MAX_SYNTH_INDEX = 999_999  # scene_folder_name pads to six digits
 
@@ -65,15 +84,108 @@ class AppConfig:
 
     ``perception``: a :class:`~spatialforge.perception.config.PerceptionConfig` (photos are accepted only
     with one); ``afford_checkpoint``: an AffordanceCLIP checkpoint folder (the Affordance tab needs one);
-    ``device``: where those models run; ``seed``: the QA and geometry seed (as ``generate --seed``).
+    ``vlm``: a model spec as ``spatialforge eval run --model`` takes (``openai:MODEL[@BASE_URL]``,
+    ``hf:MODEL_ID_OR_FOLDER``, ``prior``) whose answers the Ask tab shows beside the scene graph's, built
+    with ``vlm_options`` (``api_key_env``, ``timeout``, ``max_retries``, ``dtype``; None: the backend's
+    default); ``device``: where the models run; ``seed``: the QA and geometry seed (as ``generate --seed``).
     """
 
     perception: Any = None
     perception_source: str | None = None
     afford_checkpoint: Path | None = None
+    vlm: str | None = None
+    vlm_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     seed: int = 0
     limits: AppLimits = field(default_factory=AppLimits)
+
+
+def build_vlm(config: AppConfig) -> Any:
+    """The VLM of ``config.vlm`` built as ``spatialforge reason --vlm`` builds it (nothing loads here).
+
+    The backend asks the text it is given verbatim (prompt style ``plain``); :func:`ask_vlm` gives it the
+    evaluation's prompt for the question's kind. A bad spec or option is a ConfigError naming ``--vlm``.
+    """
+    from spatialforge.eval.models import build_vlm as build
+
+    if not config.vlm:
+        raise ConfigError("--vlm: no VLM is configured")
+    o = config.vlm_options
+    return build(config.vlm, api_key_env=o.get("api_key_env"), timeout_s=o.get("timeout"),
+                 max_retries=o.get("max_retries"), device=config.device, dtype=o.get("dtype"))
+
+
+class AppModels:
+    """The app's models, each built at its first use, once per app, under its own lock (shared by sessions).
+
+    :meth:`perception` (the photo pipeline of ``config.perception``), :meth:`afford` (the AffordanceCLIP
+    predictor of ``config.afford_checkpoint``), :meth:`vlm` (the VLM of ``config.vlm``, its weights loaded).
+    A build that fails raises (one line) and is tried again at the next use. ``builds`` counts the builds
+    that succeeded, per model (never more than one each). :meth:`using` serialises the runs of a model that
+    is not safe to run from two sessions at once (the perception stages, a local model).
+    """
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.builds: Counter[str] = Counter()
+        self._made: dict[str, Any] = {}
+        self._build_locks = {name: threading.Lock() for name in ("perception", "afford", "vlm")}
+        self._run_locks = {name: threading.Lock() for name in ("perception", "afford", "vlm")}
+
+    def _get(self, name: str, build: Any) -> Any:
+        with self._build_locks[name]:
+            if name not in self._made:
+                self._made[name] = build()
+                self.builds[name] += 1
+            return self._made[name]
+
+    @contextmanager
+    def using(self, name: str) -> Iterator[None]:
+        """Hold model ``name`` for one run (one session at a time)."""
+        with self._run_locks[name]:
+            yield
+
+    def perception(self) -> Any:
+        if self.config.perception is None:
+            raise SpatialForgeError("photos need the perception models: start the app with `spatialforge app "
+                                    "--config perception.toml` (docs/photos.md)")
+
+        def build() -> Any:
+            from spatialforge.perception.pipeline import PerceptionPipeline
+
+            return PerceptionPipeline.from_config(self.config.perception)
+
+        return self._get("perception", build)
+
+    def afford(self) -> Any:
+        if self.config.afford_checkpoint is None:
+            raise SpatialForgeError(NO_AFFORD)
+
+        def build() -> Any:
+            from spatialforge.afford.predict import AffordancePredictor
+
+            return AffordancePredictor.from_checkpoint(str(self.config.afford_checkpoint), device=self.config.device)
+
+        return self._get("afford", build)
+
+    def vlm(self) -> Any:
+        if not self.config.vlm:
+            raise SpatialForgeError(NO_VLM)
+
+        def build() -> Any:
+            model = build_vlm(self.config)
+            load = getattr(model, "load", None)
+            if callable(load):  # a local model: its weights load now, once
+                load()
+            return model
+
+        return self._get("vlm", build)
+
+
+NO_AFFORD = ("No AffordanceCLIP checkpoint is configured: start the app with `--afford-checkpoint FOLDER` (a "
+             "checkpoint of `spatialforge afford train`, docs/affordance.md) to see heatmaps here.")
+NO_VLM = ("No VLM is configured: start the app with `--vlm SPEC` (openai:MODEL[@BASE_URL], hf:MODEL_ID_OR_FOLDER "
+          "or prior, as `spatialforge eval run --model`) to see its answer beside the scene graph's.")
 
 
 @dataclass
@@ -184,14 +296,18 @@ def _relabel(exc: SpatialForgeError, root: Path, label: str) -> SpatialForgeErro
     return SpatialForgeError(text)
 
 
-def load_upload(path: str | Path, config: AppConfig, *, label: str | None = None) -> tuple[RGBDScene, str]:
-    """An uploaded file -> (the scene, where it came from). A zip is a scene folder; an image is a photo."""
+def load_upload(path: str | Path, config: AppConfig, *, label: str | None = None,
+                models: AppModels | None = None) -> tuple[RGBDScene, str]:
+    """An uploaded file -> (the scene, where it came from). A zip is a scene folder; an image is a photo.
+
+    ``models``: the app's :class:`AppModels`, whose perception pipeline (built once per app) reads photos.
+    """
     from spatialforge.io.scene_folder import load_scene
 
     path = Path(path)
     label = label or path.name
     if path.suffix.lower() in PHOTO_SUFFIXES and not zipfile.is_zipfile(path):
-        return load_photo(path, config, label=label), f"photo {label}"
+        return load_photo(path, config, label=label, models=models), f"photo {label}"
     with tempfile.TemporaryDirectory(prefix="spatialforge-upload-") as tmp:
         root = Path(tmp)
         try:
@@ -202,10 +318,16 @@ def load_upload(path: str | Path, config: AppConfig, *, label: str | None = None
             raise _relabel(exc, root, label) from None
 
 
-def load_photo(path: str | Path, config: AppConfig, *, label: str | None = None, pipeline: Any = None
-               ) -> RGBDScene:
-    """A photo through the perception stages of ``config.perception`` (``pipeline``: one already built)."""
-    from spatialforge.perception.types import ImageItem
+def load_photo(path: str | Path, config: AppConfig, *, label: str | None = None, pipeline: Any = None,
+               models: AppModels | None = None) -> RGBDScene:
+    """A photo through the perception stages of ``config.perception``.
+
+    The photo is read as ``spatialforge generate`` reads photos (EXIF orientation and focal length, alpha
+    on white, the config's pixel limits), so an unreadable or too small image gets the same one-line
+    reason, before any model is built. ``pipeline``: one already built; else ``models.perception()`` (the
+    app's, built once per app, run by one session at a time); else one is built for this call.
+    """
+    from spatialforge.perception.image_io import ItemFailure, load_image_file
 
     path = Path(path)
     label = label or path.name
@@ -217,23 +339,34 @@ def load_photo(path: str | Path, config: AppConfig, *, label: str | None = None,
     if size > config.limits.max_upload_bytes:
         raise SpatialForgeError(f"{label}: {size / 2**20:.1f} MiB is larger than the upload limit of "
                                 f"{config.limits.max_upload_bytes / 2**20:.0f} MiB")
-    try:
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise SpatialForgeError(f"{label}: not a readable image ({type(exc).__name__}: {exc})") from None
-    if pipeline is None:
+    pconf = config.perception if config.perception is not None else pipeline.config
+    item = load_image_file(path, _photo_id(label), pconf.limits, pconf.focal_length_px, source=label)
+    if isinstance(item, ItemFailure):
+        raise SpatialForgeError(item.message)
+    if pipeline is not None:
+        scenes, failed, filtered = pipeline.process_chunk([item])
+    elif models is not None:
+        pipe = models.perception()
+        with models.using("perception"):
+            scenes, failed, filtered = pipe.process_chunk([item])
+    else:
         from spatialforge.perception.pipeline import PerceptionPipeline
 
-        pipeline = PerceptionPipeline.from_config(config.perception)
-    scenes, failed, filtered = pipeline.process_chunk([ImageItem(Path(label).stem, rgb, source=label)])
+        scenes, failed, filtered = PerceptionPipeline.from_config(config.perception).process_chunk([item])
     if scenes:
         return scenes[0][0]
     if failed:
-        f = next(iter(failed.values()))
-        raise SpatialForgeError(f"{label}: {getattr(f, 'message', None) or getattr(f, 'reason', 'perception failed')}")
-    why = next(iter(filtered.values()), {}) if filtered else {}
-    raise SpatialForgeError(f"{label}: no measurable object found ({why.get('reason', 'filtered') if why else 'none'})")
+        message = next(iter(failed.values())).message  # "<label>: <why>", as `spatialforge generate` records it
+        raise SpatialForgeError(message if message.startswith(f"{label}:") else f"{label}: {message}")
+    decision = next(iter(filtered.values()), {}).get("decision") or {}
+    raise SpatialForgeError(f"{label}: left out by the photo filter (its label: {decision.get('label') or 'none'}; "
+                            "see the filter options in docs/photos.md)")
+
+
+def _photo_id(label: str) -> str:
+    from spatialforge.perception.image_io import safe_id
+
+    return safe_id(Path(label).stem)
 
 
 # ---------------------------------------------------------------------------------------------- analysis
@@ -301,13 +434,21 @@ _ASKS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("width", 1, ("how wide", "width", "wide")),
     ("depth", 1, ("how deep", "depth", "deep")),
 )
-# comparatives over one measured quantity of two objects: word -> (quantity, larger is "yes")
-_COMPARE: dict[str, tuple[str, bool]] = {
-    "taller": ("height", True), "shorter": ("height", False), "wider": ("width", True),
-    "narrower": ("width", False), "deeper": ("depth", True), "closer to the camera": ("camera_distance", False),
-    "nearer to the camera": ("camera_distance", False), "farther from the camera": ("camera_distance", True),
-    "further from the camera": ("camera_distance", True),
+# comparatives over one measured quantity of two objects: word -> (quantity, larger is "yes", the QA catalogue's
+# yes/no and choice types of that comparison; the evaluation's parser reads a reply by them)
+_COMPARE: dict[str, tuple[str, bool, str, str]] = {
+    "taller": ("height", True, "tall_predicate", "tall_choice"),
+    "shorter": ("height", False, "short_predicate", "short_choice"),
+    "wider": ("width", True, "wide_predicate", "wide_choice"),
+    "narrower": ("width", False, "thin_predicate", "thin_choice"),
+    "deeper": ("depth", True, "deeper_predicate", "deeper_choice"),
+    "closer to the camera": ("camera_distance", False, "front_predicate", "close_choice"),
+    "nearer to the camera": ("camera_distance", False, "front_predicate", "close_choice"),
+    "farther from the camera": ("camera_distance", True, "behind_predicate", "far_choice"),
+    "further from the camera": ("camera_distance", True, "behind_predicate", "far_choice"),
 }
+# measured quantity -> the QA catalogue's type of the same question
+_QUANTITY_TYPES = {"clock": "clock_direction"}
 
 
 def _norm(text: str) -> str:
@@ -357,14 +498,41 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}".strip()
 
 
+@dataclass(frozen=True)
+class SceneAnswer:
+    """The scene graph's answer to a question, and what the question asks, as the evaluation describes one.
+
+    ``text``: the answer in words; ``steps``: the tool calls made (:data:`STEP_HEADERS`); ``kind``,
+    ``unit``, ``type``: as a QA pair's (``quantitative`` in ``m`` or ``clock``, ``yes_no`` in ``bool``,
+    ``choice`` in ``option``; ``type`` a QA catalogue id such as ``distance`` or ``tall_predicate``);
+    ``value``: metres, an hour, a bool or the index of the right option; ``options``: for a choice, the
+    two objects' names; ``subjects``: the names of the objects asked about, in the question's order.
+    """
+
+    text: str
+    steps: list[list[Any]]
+    kind: str
+    unit: str
+    type: str
+    value: float | int | bool
+    options: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+
+
 def answer_question(view: SceneView, question: str) -> tuple[str, list[list[Any]]]:
+    """The answer text and the tool calls of :func:`scene_answer`."""
+    answer = scene_answer(view, question)
+    return answer.text, answer.steps
+
+
+def scene_answer(view: SceneView, question: str) -> SceneAnswer:
     """Answer a free-text question from the scene graph with the ``reason`` scene tools.
 
-    Returns the answer text and the tool calls made (:data:`STEP_HEADERS`). The question must name one or
-    two of the scene's objects (as the scene-graph table names them, or ``#id``) and ask for a quantity:
-    distance (also horizontal / vertical), clock direction, height, width, depth, distance from the
-    camera, elevation; or compare two objects (taller, wider, closer to the camera ...). Anything else
-    raises a :class:`SpatialForgeError` saying what can be asked.
+    The question must name one or two of the scene's objects (as the scene-graph table names them, or
+    ``#id``) and ask for a quantity: distance (also horizontal / vertical), clock direction, height,
+    width, depth, distance from the camera, elevation; or compare two objects (taller, wider, closer to
+    the camera ...; "Which ..." makes it a choice, else a yes/no question). Anything else raises a
+    :class:`SpatialForgeError` saying what can be asked.
     """
     from spatialforge.reason.tools import SceneTools, ToolError
 
@@ -394,14 +562,20 @@ def answer_question(view: SceneView, question: str) -> tuple[str, list[list[Any]
 
     note = ""
     if len(ids) >= 2:
-        for word, (quantity, larger) in _COMPARE.items():
+        for word, (quantity, larger, predicate, choice) in _COMPARE.items():
             if f" {word} " in f" {q} ":
                 a, b = measure(quantity, ids[0]), measure(quantity, ids[1])
                 yes = (a["value"] > b["value"]) == larger
-                verdict = name(ids[0] if yes else ids[1]) if q.startswith("which") else ("Yes" if yes else "No")
-                answer = (f"{verdict[:1].upper() + verdict[1:]}: {name(ids[0])} {_fmt(a['value'], a['unit'])}, "
-                          f"{name(ids[1])} {_fmt(b['value'], b['unit'])} ({quantity.replace('_', ' ')})")
-                return answer + _vertical_note(a, b), steps
+                which = q.startswith("which")
+                verdict = name(ids[0] if yes else ids[1]) if which else ("Yes" if yes else "No")
+                text = (f"{verdict[:1].upper() + verdict[1:]}: {name(ids[0])} {_fmt(a['value'], a['unit'])}, "
+                        f"{name(ids[1])} {_fmt(b['value'], b['unit'])} ({quantity.replace('_', ' ')})")
+                subjects = (name(ids[0]), name(ids[1]))
+                if which:
+                    return SceneAnswer(text + _vertical_note(a, b), steps, "choice", "option", choice,
+                                       0 if yes else 1, options=subjects, subjects=subjects)
+                return SceneAnswer(text + _vertical_note(a, b), steps, "yes_no", "bool", predicate, bool(yes),
+                                   subjects=subjects)
     for quantity, arity, words in _ASKS:
         if len(ids) < arity or not any(f" {w} " in f" {q} " for w in words):
             continue
@@ -411,10 +585,14 @@ def answer_question(view: SceneView, question: str) -> tuple[str, list[list[Any]
         who = " and ".join(name(i) for i in ids[:arity])
         if quantity == "clock":
             text = f"{name(ids[1])} is at {_fmt(r['value'], 'clock')} from {name(ids[0])}"
+            value: float | int = int(r["value"])
         else:
             of = "between" if arity == 2 else "of"
             text = f"{quantity.replace('_', ' ')} {of} {who}: {_fmt(r['value'], r['unit'])}"
-        return text[:1].upper() + text[1:] + note + _vertical_note(r), steps
+            value = float(r["value"])
+        return SceneAnswer(text[:1].upper() + text[1:] + note + _vertical_note(r), steps, "quantitative",
+                           "clock" if quantity == "clock" else "m", _QUANTITY_TYPES.get(quantity, quantity), value,
+                           subjects=tuple(name(i) for i in ids[:arity]))
     objects = "; ".join(f"#{o.id} {name(o.id)}" for o in view.graph.objects) or "none"
     if not ids:
         raise SpatialForgeError(f"the question names none of the scene's objects; name one or two of: {objects}")
@@ -429,34 +607,236 @@ def _vertical_note(*results: dict[str, Any]) -> str:
     return ""
 
 
+# ---------------------------------------------------------------------------------------------- VLM
+
+_MAX_REPLY_CHARS = 600
+
+
+@dataclass(frozen=True)
+class VLMAnswer:
+    """A VLM's answer to the question the scene graph answered (or could not read).
+
+    ``sent``: the text the VLM got (the question with ``#id`` replaced by the object's name, plus the
+    evaluation's answer-format instruction when the kind is known); ``reply``: its raw reply (None on an
+    error); ``error``: one line; ``parsed``: what :func:`spatialforge.eval.answers.parse_answer` reads from
+    the reply (None when the question was not read by the scene graph: there is nothing to compare);
+    ``record``: :func:`spatialforge.eval.metrics.score_item` against the scene-graph value; ``verdict``:
+    one line comparing both ("1.30 m: 27 % more than the measured 1.02 m").
+    """
+
+    model: str
+    sent: str
+    reply: str | None
+    error: str | None = None
+    parsed: Any = None
+    record: dict[str, Any] | None = None
+    verdict: str = ""
+
+
+def _vlm_question(view: SceneView, question: str) -> str:
+    """The question as a VLM can read it: ``#id`` becomes the object's name (the VLM sees no ids)."""
+    objects = {o.id: (view.references.get(o.id) or o.caption) for o in view.graph.objects}
+    text = re.sub(r"#(\d+)", lambda m: objects.get(int(m.group(1)), m.group(0)), " ".join(question.split()))
+    return text
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def ask_vlm(view: SceneView, question: str, model: Any, answer: SceneAnswer | None = None) -> VLMAnswer:
+    """Ask ``model`` (a :class:`~spatialforge.eval.models.VQAModel`) ``question`` about the scene's image.
+
+    With ``answer`` (the scene graph's), the VLM gets the evaluation's prompt for that kind of question
+    (:func:`~spatialforge.eval.models.base.build_prompt`) and its reply is read by the evaluation's parser
+    and scored against the scene-graph value. Without it (a question the scene graph cannot read) the
+    question goes verbatim and the reply is only shown. A failure (server down, timeout, a model that
+    cannot load) is :attr:`VLMAnswer.error`, one line; it never raises for those.
+    """
+    from dataclasses import replace
+
+    from spatialforge.eval.answers import parse_answer
+    from spatialforge.eval.metrics import score_item
+    from spatialforge.eval.models.base import build_prompt
+    from spatialforge.eval.types import BenchmarkItem
+
+    name = str(getattr(model, "name", "VLM"))
+    text = _vlm_question(view, question)
+    if answer is None:
+        item = BenchmarkItem(id=f"{view.scene.scene_id}-question", benchmark="spatialforge-app", question=text,
+                             kind="quantitative", type="question", truth=1.0, unit="m",
+                             image_bytes=_png(view.scene.image))
+    else:
+        item = BenchmarkItem(id=f"{view.scene.scene_id}-{answer.type}", benchmark="spatialforge-app", question=text,
+                             kind=answer.kind, type=answer.type, truth=answer.value, unit=answer.unit,
+                             options=answer.options, image_bytes=_png(view.scene.image),
+                             meta={"names": list(answer.subjects), "roles": ["A", "B"][:len(answer.subjects)]})
+    sent = item
+    if answer is not None and getattr(model, "prompt_style", None) == "plain":
+        # the backend sends its text verbatim: give it the evaluation's prompt (question + answer format)
+        sent = replace(item, question=build_prompt(item, "default"))
+    try:
+        replies = model.answer([sent])
+    except (SpatialForgeError, OSError) as exc:
+        return VLMAnswer(name, sent.question, None, error=_one_line(exc))
+    reply = replies[0] if replies else None
+    if reply is None or not reply.ok:
+        why = reply.error if reply is not None and reply.error else "no reply"
+        return VLMAnswer(name, sent.question, None, error=_one_line(why))
+    raw = str(reply.text)
+    if answer is None:
+        return VLMAnswer(name, sent.question, raw, verdict="not compared: the scene graph could not read the question")
+    parsed = parse_answer(raw, answer.kind, answer.unit, answer.options, question=text, qtype=answer.type,
+                          subjects=answer.subjects)
+    record = score_item(item, parsed, raw)
+    return VLMAnswer(name, sent.question, raw, parsed=parsed, record=record, verdict=_verdict(answer, parsed, record))
+
+
+def _verdict(answer: SceneAnswer, parsed: Any, record: dict[str, Any]) -> str:
+    """One line: what the parser read from the reply, compared with the scene-graph value."""
+    if not parsed.answered or record.get("value") is None:
+        return f"the evaluation's parser reads no answer from the reply ({parsed.status})"
+    value, truth = record["value"], answer.value
+    rng = " (the middle of the range it gives)" if parsed.status == "range" else ""
+    if answer.kind == "quantitative" and answer.unit == "clock":
+        hour, err = record.get("hour"), record.get("hour_err")
+        if err == 0:
+            return f"{hour} o'clock{rng}: the same as the measured {truth} o'clock"
+        return f"{hour} o'clock{rng}: {err} hour{'s' if err != 1 else ''} off the measured {truth} o'clock"
+    if answer.kind == "quantitative":
+        v, t = float(value), float(truth)
+        if t <= 0:
+            return f"{v:.2f} m{rng}: {v - t:+.2f} m from the measured {t:.2f} m"
+        pct = (v - t) / t * 100
+        if abs(pct) < 0.5:
+            return f"{v:.2f} m{rng}: the same as the measured {t:.2f} m"
+        return f"{v:.2f} m{rng}: {abs(pct):.0f} % {'more' if pct > 0 else 'less'} than the measured {t:.2f} m"
+    if answer.kind == "yes_no":
+        said, truth_word = ("yes" if value else "no"), ("yes" if truth else "no")
+        agree = "agrees with" if bool(value) == bool(truth) else "disagrees with"
+        return f"{said}: {agree} the scene graph ({truth_word})"
+    said, want = answer.options[int(value)], answer.options[int(truth)]
+    agree = "agrees with" if int(value) == int(truth) else "disagrees with"
+    return f"{said}: {agree} the scene graph ({want})"
+
+
+def short_reply(text: str) -> str:
+    """A reply on one line, cut to a readable length."""
+    line = _one_line(text)
+    return line if len(line) <= _MAX_REPLY_CHARS else line[:_MAX_REPLY_CHARS] + " ..."
+
+
 # ---------------------------------------------------------------------------------------------- affordance
 
-def affordance(view: SceneView, action: str, predictor: Any) -> tuple[Image.Image, dict[str, Any]]:
-    """The AffordanceCLIP heatmap of ``action`` over the scene's image, and its hottest 3D point.
+@dataclass
+class AffordanceView:
+    """An action's AffordanceCLIP heatmap over a scene, lifted into 3D per object.
 
-    The point is the pixel of highest heat that has valid depth, back-projected and put in the gravity
-    frame of the scene graph; ``object`` is the measured object whose mask holds it (None: background).
+    ``heat``: the (H, W) heatmap in [0, 1]; ``regions``: :func:`spatialforge.afford.lift.lift_affordance`'s
+    regions (gravity frame of the scene graph, one per object the region touches, sorted by id);
+    ``image``: the heatmap over the photo, in units of its peak (with valid depth: the regions are
+    fractions of it), with each region's interaction pixel marked and numbered by its object id;
+    ``names``: object id -> how the page names it.
     """
+
+    action: str
+    heat: np.ndarray
+    regions: list[Any]
+    image: Image.Image
+    names: dict[int, str]
+    relative_threshold: float
+
+    def rows(self) -> list[list[Any]]:
+        """One row per region (:data:`AFFORD_HEADERS`): area in cm^2, the interaction point and approach in m."""
+        out = []
+        for r in self.regions:
+            x, y, z = (round(float(c), 4) for c in r.interaction_point)
+            ax, ay, az = (round(float(c), 3) for c in r.approach)
+            out.append([self.names.get(r.object_id, f"#{r.object_id}"), r.n_pixels, round(r.area_m2 * 1e4, 2),
+                        round(float(r.heat.mean()), 3), f"({r.pixel[0]}, {r.pixel[1]})", x, y, z,
+                        f"({ax:+.3f}, {ay:+.3f}, {az:+.3f})", direction_words(r.approach)])
+        return out
+
+
+_DIRECTIONS = (("right", "left"), ("forward (away from the camera)", "towards the camera"), ("up", "down"))
+
+
+def direction_words(v: Any) -> str:
+    """A unit vector of the gravity frame in words: its main components, largest first ("down, forward")."""
+    v = np.asarray(v, dtype=np.float64)
+    order = np.argsort(-np.abs(v), kind="stable")
+    words = [_DIRECTIONS[i][0 if v[i] > 0 else 1] for i in order if abs(v[i]) >= 0.35]
+    return ", ".join(words) or "none"
+
+
+def check_threshold(value: Any) -> float:
+    """The region threshold as a fraction of the heatmap's peak, in (0, 1]; a one-line error otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0.0 < float(value) <= 1.0:
+        raise ConfigError(f"region threshold: must be a fraction of the peak heat in (0, 1], got {value!r}")
+    return float(value)
+
+
+def affordance(view: SceneView, action: str, predictor: Any, relative_threshold: Any = 0.5) -> AffordanceView:
+    """The AffordanceCLIP heatmap of ``action`` over the scene's image, lifted into 3D per object.
+
+    The heatmap is lifted with the scene's depth, intrinsics and masks into the gravity frame of the scene
+    graph (:func:`~spatialforge.afford.lift.lift_affordance`, as ``afford predict --depth`` does): per
+    object, the region of pixels with heat at least ``relative_threshold`` times the peak, its area, the
+    interaction point (heat-weighted, snapped to the surface), the normal and the approach direction.
+    Raises a one-line :class:`SpatialForgeError` for an empty action, a bad threshold, a scene without
+    valid depth, or a heatmap with no region on any object.
+    """
+    from spatialforge.afford.lift import lift_affordance
     from spatialforge.viz import render_heatmap
 
     action = " ".join(str(action or "").split())
     if not action:
         raise SpatialForgeError("type an action, e.g. 'pour', 'cut with', 'hold'")
+    threshold = check_threshold(relative_threshold)
     scene = view.scene
-    heat = np.asarray(predictor.predict([scene.image], [action])[0][0], dtype=np.float64)
-    valid = scene.depth > 0
-    if not valid.any():
+    if not (scene.depth > 0).any():
         raise SpatialForgeError(f"{scene.scene_id}: no pixel has valid depth")
-    masked = np.where(valid, heat, -np.inf)
-    v, u = np.unravel_index(int(np.argmax(masked)), masked.shape)
-    k = scene.intrinsics
-    z = float(scene.depth[v, u])
-    cam = np.array([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z])
-    point = view.graph.gravity.to_canonical(cam[None])[0]
-    oid = int(scene.instances[v, u])
-    measured = {o.id for o in view.graph.objects}
-    info = {"action": action, "pixel": [int(u), int(v)], "heat": round(float(heat[v, u]), 4),
-            "point": [round(float(c), 4) for c in point],
-            "object": oid if oid in measured else None,
-            "object_name": (view.references.get(oid) or view.graph.object(oid).caption) if oid in measured else None}
-    return render_heatmap(scene.image, np.clip(heat, 0, 1), title=f"'{action}'"), info
+    heat = np.clip(np.nan_to_num(np.asarray(predictor.predict([scene.image], [action])[0][0], dtype=np.float64)),
+                   0.0, 1.0)
+    regions = lift_affordance(heat, scene.depth, scene.intrinsics, view.graph.gravity,
+                              instances=scene.instances.astype(np.int64), relative_threshold=threshold)
+    names = {r.object_id: _object_name(view, r.object_id) for r in regions}
+    if not regions:
+        raise SpatialForgeError(f"'{action}': no object has a region of at least 3 pixels with heat >= "
+                                f"{threshold:g} x the peak ({float(heat.max()):.2f}) and valid depth; lower the "
+                                "region threshold")
+    peak = float(heat[scene.depth > 0].max())
+    image = render_heatmap(scene.image, heat / peak, title=f"'{action}': heat / its peak {peak:.3g}")
+    _mark(image, regions)
+    return AffordanceView(action, heat, regions, image, names, threshold)
+
+
+def _object_name(view: SceneView, oid: int) -> str:
+    """``#id`` and how the page names an object; one the scene graph did not measure says so."""
+    if oid in {o.id for o in view.graph.objects}:
+        return f"#{oid} {view.references.get(oid) or view.graph.object(oid).caption}"
+    caption = next((o.caption for o in view.scene.objects if o.id == oid), "object")
+    return f"#{oid} {caption} (not measured)"
+
+
+def _mark(image: Image.Image, regions: list[Any]) -> None:
+    """Mark each region's interaction pixel on ``image``: a white-edged ring with a cross, and its object id."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    r = max(4, round(min(image.size) / 60))
+    for reg in regions:
+        u, v = reg.pixel
+        draw.ellipse((u - r - 1, v - r - 1, u + r + 1, v + r + 1), outline=(255, 255, 255), width=2)
+        draw.ellipse((u - r, v - r, u + r, v + r), outline=(0, 0, 0), width=1)
+        draw.line((u - r, v, u + r, v), fill=(0, 0, 0), width=1)
+        draw.line((u, v - r, u, v + r), fill=(0, 0, 0), width=1)
+        draw.text((u + r + 2, v - r - 2), f"#{reg.object_id}", fill=(255, 255, 255), stroke_width=2,
+                  stroke_fill=(0, 0, 0))

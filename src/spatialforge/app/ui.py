@@ -1,36 +1,46 @@
 """The Gradio page of ``spatialforge app``: tabs Scene, Ask and Affordance (see docs/app.md).
 
 :func:`build_app` builds the page and loads nothing: the scene state lives per browser session
-(``gr.State``), models (perception, AffordanceCLIP) load at their first use and are kept per app.
-Every handler turns a :class:`~spatialforge.errors.SpatialForgeError` into the page's error box
-(``#sf-status``, one line), never into a server error.
+(``gr.State``), models (perception, AffordanceCLIP, the VLM) load at their first use, once per app
+(:class:`~spatialforge.app.handlers.AppModels`). Every handler turns a
+:class:`~spatialforge.errors.SpatialForgeError` into one line in the page (``#sf-status`` on the Scene
+tab, the answer boxes on the Ask tab, ``#sf-afford-info`` on the Affordance tab), never into a server error.
 """
 
 from __future__ import annotations
 
+import html
 import os
-import threading
+import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from spatialforge.app.handlers import (
+    AFFORD_HEADERS,
     GRAPH_HEADERS,
+    NO_AFFORD,
+    NO_VLM,
     QA_HEADERS,
     STEP_HEADERS,
     AppConfig,
+    AppModels,
     SceneView,
+    VLMAnswer,
     affordance,
     analyse_scene,
-    answer_question,
+    ask_vlm,
     graph_rows,
     load_synthetic,
     load_upload,
     qa_rows,
+    scene_answer,
+    short_reply,
     summary_markdown,
 )
 from spatialforge.errors import SpatialForgeError
 
-__all__ = ["MAX_3D_POINTS", "build_app"]
+__all__ = ["MAX_3D_POINTS", "afford_outputs", "ask_outputs", "build_app"]
 
 #: points of the interactive 3D view (enough to see the scene; the page stays light)
 MAX_3D_POINTS = 20_000
@@ -41,22 +51,9 @@ def _error(message: str) -> str:
     return f"**Error:** {message}"
 
 
-class _Models:
-    """Models the app loads at their first use (one per app, shared by its sessions, guarded by a lock)."""
-
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        self._lock = threading.Lock()
-        self._afford: Any = None
-
-    def afford(self) -> Any:
-        from spatialforge.afford.predict import AffordancePredictor
-
-        with self._lock:
-            if self._afford is None:
-                self._afford = AffordancePredictor.from_checkpoint(str(self.config.afford_checkpoint),
-                                                                   device=self.config.device)
-            return self._afford
+def _plain(text: str) -> str:
+    """``text`` shown as it is in a Markdown box: no HTML, no Markdown emphasis, links or code from it."""
+    return re.sub(r"([\\`*_\[\]#|~])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def _scene_outputs(view: SceneView) -> tuple[Any, ...]:
@@ -74,15 +71,85 @@ def _empty_outputs(message: str) -> tuple[Any, ...]:
     return _error(message), None, None, None, [], [], None
 
 
-def build_app(config: AppConfig | None = None) -> Any:
-    """The app's ``gr.Blocks`` (not launched). No network, no model loads here."""
+def _vlm_markdown(result: VLMAnswer) -> str:
+    """The VLM's box: its name, the verdict of the evaluation's parser, the reply (escaped), or its error."""
+    name = _plain(result.model)
+    if result.error is not None:
+        return f"**VLM ({name}):** no answer: {_plain(result.error)}"
+    reply = _plain(short_reply(result.reply or ""))
+    return f"**VLM ({name}):** {_plain(result.verdict)}  \nits reply: “{reply}”"
+
+
+def _afford_plot(view: SceneView, result: Any) -> Any:
+    from spatialforge.viz3d import affordance_figure
+
+    return affordance_figure(view.scene, view.graph, result.regions, names=result.names, max_points=MAX_3D_POINTS,
+                             title=f"'{result.action}': {len(result.regions)} regions (gravity frame, metres)")
+
+
+def ask_outputs(view: SceneView | None, question: str, config: AppConfig, models: AppModels
+                ) -> tuple[str, str, list[list[Any]]]:
+    """The Ask tab's outputs: the scene graph's answer, the VLM's box (empty without ``--vlm``), the steps.
+
+    A question the scene graph cannot read still goes to the VLM (the page says so); a VLM that fails gives
+    one line in its box, the scene graph's answer stays.
+    """
+    if view is None:
+        return _error(_NO_SCENE), "", []
+    answer, steps = None, []
+    try:
+        answer = scene_answer(view, question)
+        graph_text, steps = f"**Answer (from the 3D scene graph):** {_plain(answer.text)}", answer.steps
+    except SpatialForgeError as exc:
+        graph_text = _error(_plain(str(exc)))
+    if config.vlm is None or not " ".join(str(question or "").split()):
+        return graph_text, "", steps
+    try:
+        model = models.vlm()
+    except SpatialForgeError as exc:
+        return graph_text, f"**VLM ({_plain(config.vlm)}):** cannot be used: {_plain(str(exc))}", steps
+    with models.using("vlm") if callable(getattr(model, "load", None)) else nullcontext():  # a local model: serial
+        result = ask_vlm(view, question, model, answer)
+    text = _vlm_markdown(result)
+    if answer is None and result.error is None:
+        text += "  \n(the scene graph could not read this question: the VLM's reply is shown as it is, not compared)"
+    return graph_text, text, steps
+
+
+def afford_outputs(view: SceneView | None, action: str, threshold: Any, config: AppConfig, models: AppModels
+                   ) -> tuple[str, Any, Any, list[list[Any]]]:
+    """The Affordance tab's outputs: a line about the regions, the marked heatmap, the 3D plot, the region table."""
+    if config.afford_checkpoint is None:
+        return _error(NO_AFFORD), None, None, []
+    if view is None:
+        return _error(_NO_SCENE), None, None, []
+    try:
+        predictor = models.afford()
+        with models.using("afford"):
+            result = affordance(view, action, predictor, threshold)
+    except SpatialForgeError as exc:
+        return _error(_plain(str(exc))), None, None, []
+    n = len(result.regions)
+    info = (f"**{_plain(result.action)}**: {n} region{'s' if n != 1 else ''} (pixels with heat >= "
+            f"{result.relative_threshold:g} x the peak {float(result.heat.max()):.2f}, valid depth, on an object); "
+            "the marked pixels are the interaction points; coordinates in the gravity frame (x right, y forward, "
+            "z up, metres)")
+    return info, result.image, _afford_plot(view, result), result.rows()
+
+
+def build_app(config: AppConfig | None = None, models: AppModels | None = None) -> Any:
+    """The app's ``gr.Blocks`` (not launched). No network, no model loads here.
+
+    ``models``: the :class:`AppModels` the page uses (default: a new one for ``config``); each model is
+    built at its first use, once.
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from spatialforge._optional import require
 
     gr = require("gradio", extra="demo", feature="spatialforge app")
     require("plotly", extra="viz3d", feature="the app's 3D view")
     config = config or AppConfig()
-    models = _Models(config)
+    models = models or AppModels(config)
 
     def show_synthetic(index: Any, seed: Any) -> tuple[Any, ...]:
         try:
@@ -97,33 +164,16 @@ def build_app(config: AppConfig | None = None) -> Any:
         path = Path(file if isinstance(file, str) else getattr(file, "name", file))
         label = Path(getattr(file, "orig_name", None) or path.name).name
         try:
-            scene, source = load_upload(path, config, label=label)
+            scene, source = load_upload(path, config, label=label, models=models)
             return _scene_outputs(analyse_scene(scene, source, seed=config.seed))
         except SpatialForgeError as exc:
             return _empty_outputs(str(exc))
 
-    def ask(view: SceneView | None, question: str) -> tuple[str, list[list[Any]]]:
-        if view is None:
-            return _error(_NO_SCENE), []
-        try:
-            answer, steps = answer_question(view, question)
-        except SpatialForgeError as exc:
-            return _error(str(exc)), []
-        return f"**Answer (from the 3D scene graph):** {answer}", steps
+    def ask(view: SceneView | None, question: str) -> tuple[str, str, list[list[Any]]]:
+        return ask_outputs(view, question, config, models)
 
-    def afford(view: SceneView | None, action: str) -> tuple[str, Any]:
-        if config.afford_checkpoint is None:
-            return _error(_NO_AFFORD), None
-        if view is None:
-            return _error(_NO_SCENE), None
-        try:
-            image, info = affordance(view, action, models.afford())
-        except SpatialForgeError as exc:
-            return _error(str(exc)), None
-        on = f" on #{info['object']} {info['object_name']}" if info["object"] is not None else " (background)"
-        x, y, z = info["point"]
-        return (f"hottest point for **{info['action']}**: pixel ({info['pixel'][0]}, {info['pixel'][1]}), heat "
-                f"{info['heat']:.2f}{on}; in 3D (gravity frame, m): x {x:.3f}, y {y:.3f}, z {z:.3f}"), image
+    def afford(view: SceneView | None, action: str, threshold: Any) -> tuple[str, Any, Any, list[list[Any]]]:
+        return afford_outputs(view, action, threshold, config, models)
 
     photo_note = (f"photos go through the perception models of {config.perception_source}"
                   if config.perception is not None else
@@ -155,30 +205,46 @@ def build_app(config: AppConfig | None = None) -> Any:
             gr.Markdown("Ask about the current scene, naming objects as the scene-graph table does (or `#id`): "
                         "distances (also horizontal, vertical), clock directions, height, width, depth, distance "
                         "from the camera, elevation, or compare two objects (taller, wider, closer to the camera).")
+            if config.vlm is None:
+                gr.Markdown(NO_VLM, elem_id="sf-vlm-note")
+            else:
+                gr.Markdown(f"VLM `{config.vlm}` answers the same question about the scene's image (it loads at the "
+                            "first question); the evaluation's parser reads its reply and compares it with the "
+                            "scene graph's value.", elem_id="sf-vlm-note")
             question = gr.Textbox(label="your question", placeholder="How far is the chair from the table?",
                                   elem_id="sf-question")
             ask_btn = gr.Button("Ask", variant="primary", elem_id="sf-ask")
-            answer = gr.Markdown(elem_id="sf-answer")
+            with gr.Row():
+                answer = gr.Markdown(elem_id="sf-answer")
+                vlm_answer = gr.Markdown(elem_id="sf-vlm-answer")
             steps = gr.Dataframe(headers=STEP_HEADERS, label="measurements used", interactive=False,
                                  elem_id="sf-steps")
         with gr.Tab("Affordance"):
             if config.afford_checkpoint is None:
-                gr.Markdown(_NO_AFFORD, elem_id="sf-afford-note")
+                gr.Markdown(NO_AFFORD, elem_id="sf-afford-note")
             else:
-                gr.Markdown(f"AffordanceCLIP checkpoint: `{config.afford_checkpoint}` (loads at the first action).")
-            action = gr.Textbox(label="action", placeholder="pour, cut with, hold", elem_id="sf-action")
+                gr.Markdown(f"AffordanceCLIP checkpoint: `{config.afford_checkpoint}` (loads at the first action). "
+                            "The heatmap is lifted into 3D with the scene's depth and masks: per object, the region, "
+                            "its area, the interaction point and the approach direction.", elem_id="sf-afford-note")
+            with gr.Row():
+                action = gr.Textbox(label="action", placeholder="pour, cut with, hold", elem_id="sf-action", scale=3)
+                threshold = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="region threshold (fraction of the peak "
+                                      "heat)", elem_id="sf-afford-threshold", scale=2)
             afford_btn = gr.Button("Show affordance", variant="primary", elem_id="sf-afford")
             afford_info = gr.Markdown(elem_id="sf-afford-info")
-            heat = gr.Image(label="heatmap", type="pil", elem_id="sf-heat")
+            with gr.Row():
+                heat = gr.Image(label="heatmap with the interaction points", type="pil", elem_id="sf-heat", scale=2)
+                afford_plot = gr.Plot(label="affordance regions in 3D (heat colours, interaction point, approach)",
+                                      elem_id="sf-afford-plot", scale=3)
+            afford_table = gr.Dataframe(headers=AFFORD_HEADERS, label="affordance regions (gravity frame)",
+                                        interactive=False, elem_id="sf-afford-regions")
 
         outputs = [status, overlay, depth, plot, graph_table, qa_table, view_state]
         synth_btn.click(show_synthetic, inputs=[index, seed], outputs=outputs)
         upload.upload(show_upload, inputs=[upload], outputs=outputs)
-        ask_btn.click(ask, inputs=[view_state, question], outputs=[answer, steps])
-        question.submit(ask, inputs=[view_state, question], outputs=[answer, steps])
-        afford_btn.click(afford, inputs=[view_state, action], outputs=[afford_info, heat])
+        ask_btn.click(ask, inputs=[view_state, question], outputs=[answer, vlm_answer, steps])
+        question.submit(ask, inputs=[view_state, question], outputs=[answer, vlm_answer, steps])
+        afford_shown = [afford_info, heat, afford_plot, afford_table]
+        afford_btn.click(afford, inputs=[view_state, action, threshold], outputs=afford_shown)
+        action.submit(afford, inputs=[view_state, action, threshold], outputs=afford_shown)
     return demo
-
-
-_NO_AFFORD = ("No AffordanceCLIP checkpoint is configured: start the app with `--afford-checkpoint FOLDER` (a "
-              "checkpoint of `spatialforge afford train`, docs/affordance.md) to see heatmaps here.")

@@ -117,25 +117,10 @@ def _check_photo(path: Path) -> None:
 
 
 def _build_vlm(spec: str, args: argparse.Namespace) -> Any:
-    from spatialforge.eval.models import build_model
+    from spatialforge.eval.models import build_vlm
 
-    prefix = spec.strip().partition(":")[0].lower()
-    options: dict[str, Any] = {}
-    if prefix in ("openai", "hf"):
-        options["prompt_style"] = "plain"  # the sub-question verbatim, no answer-format instruction
-    if prefix == "openai":
-        for key, value in (("api_key_env", args.api_key_env), ("timeout_s", args.timeout),
-                           ("max_retries", args.max_retries)):
-            if value is not None:
-                options[key] = value
-    if prefix == "hf":
-        for key, value in (("device", args.device), ("dtype", args.dtype)):
-            if value is not None:
-                options[key] = value
-    try:
-        return build_model(spec, **options)
-    except ConfigError as exc:
-        raise ConfigError(f"--vlm: {exc}") from None
+    return build_vlm(spec, api_key_env=args.api_key_env, timeout_s=args.timeout, max_retries=args.max_retries,
+                     device=args.device, dtype=args.dtype)
 
 
 def cmd_reason(args: argparse.Namespace) -> int:

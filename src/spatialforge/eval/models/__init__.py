@@ -51,6 +51,7 @@ __all__ = [
     "VQAModel",
     "build_model",
     "build_prompt",
+    "build_vlm",
     "chat_messages",
     "prompt_fingerprint",
 ]
@@ -140,3 +141,26 @@ def build_model(spec: str, **options: Any) -> VQAModel:
             raise _spec_error(spec, "the model id or folder is empty")
         return _construct("hf", _backend_class("hf"), rest, **options)
     raise _spec_error(spec, "unknown form")
+
+
+def build_vlm(spec: str, *, api_key_env: str | None = None, timeout_s: float | None = None,
+              max_retries: int | None = None, device: str | None = None, dtype: str | None = None,
+              flag: str = "--vlm") -> VQAModel:
+    """A VLM that is asked a text verbatim (prompt style ``plain``: the caller writes the whole prompt), as
+    ``spatialforge reason --vlm`` and ``spatialforge app --vlm`` use it.
+
+    ``api_key_env`` / ``timeout_s`` / ``max_retries`` go to an ``openai:`` backend, ``device`` / ``dtype`` to
+    an ``hf:`` one (an option the backend does not take is left out, as the CLIs refuse it before); ``None``
+    keeps the backend's default. A bad spec or option is a :class:`ConfigError` starting with ``flag``.
+    """
+    prefix = str(spec).strip().partition(":")[0].lower()
+    options: dict[str, Any] = {}
+    if prefix in ("openai", "hf"):
+        options["prompt_style"] = "plain"  # the question verbatim, no answer-format instruction
+    given = {"openai": {"api_key_env": api_key_env, "timeout_s": timeout_s, "max_retries": max_retries},
+             "hf": {"device": device, "dtype": dtype}}.get(prefix, {})
+    options.update({k: v for k, v in given.items() if v is not None})
+    try:
+        return build_model(spec, **options)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
