@@ -248,3 +248,28 @@ def test_app_in_chromium(server, artifacts, scene_folder, tmp_path, vlm_server):
             page.screenshot(path=str(artifacts / "app_affordance.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_app_is_scriptable_through_its_named_api_endpoints(server):
+    """gradio_client against the running app: the four endpoints, with the scene kept per client session."""
+    from gradio_client import Client
+
+    from spatialforge.app.handlers import analyse_scene, load_synthetic
+    from spatialforge.app.ui import API_ENDPOINTS
+
+    client = Client(server.url, verbose=False)
+    assert sorted(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == sorted(API_ENDPOINTS)
+    expected = analyse_scene(load_synthetic(3, 0), "synthetic, seed 0")
+    status, overlay, depth, plot, graph, qa = client.predict(3, 0, api_name="/show_synthetic")
+    assert f"{len(expected.graph.objects)} objects measured" in status and Path(overlay).is_file()
+    assert Path(depth).is_file() and plot["type"] == "plotly"
+    assert sum(f'"name":"box {o.id}:' in plot["plot"].replace(": ", ":") for o in expected.graph.objects) == \
+        len(expected.graph.objects)
+    assert len(graph["data"]) == len(expected.graph.objects) and len(qa["data"]) == len(expected.qa)
+    a, b = expected.graph.objects[:2]
+    answer, vlm, steps = client.predict(f"How far is #{a.id} from #{b.id}?", api_name="/ask")
+    assert f"{float(((a.center - b.center) ** 2).sum() ** 0.5):.2f} m" in answer and VLM_REPLY in vlm
+    assert steps["data"][0][:2] == ["measure", f"distance, #{a.id}, #{b.id}"]
+    # a fresh client has no scene: the same one-line message as the page
+    answer, _, _ = Client(server.url, verbose=False).predict("How far is #1 from #2?", api_name="/ask")
+    assert "Pick a synthetic scene or upload one on the **Scene** tab first" in answer

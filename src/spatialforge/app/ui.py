@@ -40,8 +40,10 @@ from spatialforge.app.handlers import (
 )
 from spatialforge.errors import SpatialForgeError
 
-__all__ = ["MAX_3D_POINTS", "afford_outputs", "ask_outputs", "build_app"]
+__all__ = ["API_ENDPOINTS", "MAX_3D_POINTS", "afford_outputs", "ask_outputs", "build_app"]
 
+#: the app's named API endpoints (``gradio_client.Client(url).predict(..., api_name="/ask")``)
+API_ENDPOINTS = ("/show_synthetic", "/show_upload", "/ask", "/afford")
 #: points of the interactive 3D view (enough to see the scene; the page stays light)
 MAX_3D_POINTS = 20_000
 _NO_SCENE = "Pick a synthetic scene or upload one on the **Scene** tab first."
@@ -192,7 +194,7 @@ def build_app(config: AppConfig | None = None, models: AppModels | None = None) 
                     gr.Markdown(f"**Upload** an RGB-D scene folder as .zip (image, depth, instances.png, "
                                 f"camera.json, objects.json; docs/formats.md) or a photo ({photo_note}).")
                     upload = gr.File(label="scene .zip or photo", elem_id="sf-upload")
-            status = gr.Markdown("Pick a synthetic scene or upload one.", elem_id="sf-status")
+            status = gr.Markdown("Pick a synthetic scene or upload one.", label="status", elem_id="sf-status")
             with gr.Row():
                 overlay = gr.Image(label="masks and captions", type="pil", elem_id="sf-overlay")
                 depth = gr.Image(label="metric depth", type="pil", elem_id="sf-depth")
@@ -215,8 +217,8 @@ def build_app(config: AppConfig | None = None, models: AppModels | None = None) 
                                   elem_id="sf-question")
             ask_btn = gr.Button("Ask", variant="primary", elem_id="sf-ask")
             with gr.Row():
-                answer = gr.Markdown(elem_id="sf-answer")
-                vlm_answer = gr.Markdown(elem_id="sf-vlm-answer")
+                answer = gr.Markdown(label="scene-graph answer", elem_id="sf-answer")
+                vlm_answer = gr.Markdown(label="VLM answer", elem_id="sf-vlm-answer")
             steps = gr.Dataframe(headers=STEP_HEADERS, label="measurements used", interactive=False,
                                  elem_id="sf-steps")
         with gr.Tab("Affordance"):
@@ -231,7 +233,7 @@ def build_app(config: AppConfig | None = None, models: AppModels | None = None) 
                 threshold = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="region threshold (fraction of the peak "
                                       "heat)", elem_id="sf-afford-threshold", scale=2)
             afford_btn = gr.Button("Show affordance", variant="primary", elem_id="sf-afford")
-            afford_info = gr.Markdown(elem_id="sf-afford-info")
+            afford_info = gr.Markdown(label="affordance summary", elem_id="sf-afford-info")
             with gr.Row():
                 heat = gr.Image(label="heatmap with the interaction points", type="pil", elem_id="sf-heat", scale=2)
                 afford_plot = gr.Plot(label="affordance regions in 3D (heat colours, interaction point, approach)",
@@ -239,12 +241,13 @@ def build_app(config: AppConfig | None = None, models: AppModels | None = None) 
             afford_table = gr.Dataframe(headers=AFFORD_HEADERS, label="affordance regions (gravity frame)",
                                         interactive=False, elem_id="sf-afford-regions")
 
+        # one named API endpoint per action (API_ENDPOINTS; the button and the Enter key share it), so that
+        # gradio_client scripts call /show_synthetic, /show_upload, /ask and /afford
         outputs = [status, overlay, depth, plot, graph_table, qa_table, view_state]
-        synth_btn.click(show_synthetic, inputs=[index, seed], outputs=outputs)
-        upload.upload(show_upload, inputs=[upload], outputs=outputs)
-        ask_btn.click(ask, inputs=[view_state, question], outputs=[answer, vlm_answer, steps])
-        question.submit(ask, inputs=[view_state, question], outputs=[answer, vlm_answer, steps])
-        afford_shown = [afford_info, heat, afford_plot, afford_table]
-        afford_btn.click(afford, inputs=[view_state, action, threshold], outputs=afford_shown)
-        action.submit(afford, inputs=[view_state, action, threshold], outputs=afford_shown)
+        synth_btn.click(show_synthetic, inputs=[index, seed], outputs=outputs, api_name="show_synthetic")
+        upload.upload(show_upload, inputs=[upload], outputs=outputs, api_name="show_upload")
+        gr.on([ask_btn.click, question.submit], ask, inputs=[view_state, question],
+              outputs=[answer, vlm_answer, steps], api_name="ask")
+        gr.on([afford_btn.click, action.submit], afford, inputs=[view_state, action, threshold],
+              outputs=[afford_info, heat, afford_plot, afford_table], api_name="afford")
     return demo
