@@ -126,7 +126,40 @@ def test_figure_subsamples_deterministically(data):
     assert a.shape == (500, 3) and np.array_equal(a, b) and np.array_equal(ca, cb) and not np.array_equal(a, c)
     assert {tuple(p) for p in a} <= {tuple(p) for p in full}
     fig = viz3d.scene_figure(scene, graph, max_points=500, seed=3)
-    np.testing.assert_array_equal(np.asarray(fig.data[0].x, dtype=float), a[:, 0])
+    np.testing.assert_allclose(np.asarray(fig.data[0].x, dtype=float), a[:, 0], atol=1e-5)  # float32 in the figure
+
+
+def _figure_colours(trace) -> np.ndarray:
+    """The RGB colour Plotly draws for each point of a trace coloured by palette index."""
+    scale = [c for _, c in trace.marker.colorscale]
+    rgb = np.array([[int(v) for v in c[4:-1].split(",")] for c in scale])
+    index = np.asarray(trace.marker.color, dtype=float)
+    position = (index - trace.marker.cmin) / (trace.marker.cmax - trace.marker.cmin) * (len(scale) - 1)
+    assert np.allclose(position, np.round(position))  # every point sits on a palette entry: no blending
+    return rgb[np.round(position).astype(int)]
+
+
+def test_point_colours_are_the_images_through_a_palette(data):
+    scene = load_scene(data[0] / "synth_000001")
+    graph = build_scene_graph(scene)
+    _, colors = viz3d.canonical_points(scene, graph, max_points=20_000, seed=0)
+    fig = viz3d.scene_figure(scene, graph, max_points=20_000, seed=0)
+    drawn = _figure_colours(fig.data[0])
+    err = np.abs(drawn - colors.astype(int))
+    assert len(np.unique(colors, axis=0)) > 256  # the median-cut case
+    assert err.mean() < 4 and np.percentile(err, 99) < 24
+    # few colours are exact, one colour is exact, no colour is no point
+    few = np.array([[255, 0, 0], [0, 0, 255], [255, 0, 0], [10, 20, 30]], dtype=np.uint8)
+    index, scale = viz3d.point_palette(few)
+    assert len(scale) == 3 and index.dtype == np.uint8
+    assert [scale[i][1] for i in index] == ["rgb(255,0,0)", "rgb(0,0,255)", "rgb(255,0,0)", "rgb(10,20,30)"]
+    index, scale = viz3d.point_palette(few[:1])
+    assert list(index) == [0] and scale == [[0.0, "rgb(255,0,0)"], [1.0, "rgb(255,0,0)"]]
+    assert len(viz3d.point_palette(np.zeros((0, 3), np.uint8))[0]) == 0
+    again = viz3d.scene_figure(scene, graph, max_points=20_000, seed=0)
+    assert np.array_equal(np.asarray(again.data[0].marker.color), np.asarray(fig.data[0].marker.color))
+    # what the page downloads: float32 coordinates and one byte of colour per point
+    assert len(fig.to_json()) < 480 * 1024  # was 933 KiB with float64 and a colour string per point
 
 
 def test_rerun_recording_reads_back_with_the_scene(data, tmp_path, capsys):

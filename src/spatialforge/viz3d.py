@@ -29,8 +29,8 @@ from spatialforge.geometry.config import GeometryConfig
 from spatialforge.io.outdir import atomic_path
 from spatialforge.viz import _EDGES, _PALETTE
 
-__all__ = ["affordance_figure", "canonical_points", "frustum", "qa_for_scene", "require_plotly", "require_rerun",
-           "scene_figure", "support_patch", "write_html", "write_rerun"]
+__all__ = ["affordance_figure", "canonical_points", "frustum", "point_palette", "qa_for_scene", "require_plotly",
+           "require_rerun", "scene_figure", "support_patch", "write_html", "write_rerun"]
 
 _FEATURE = "3D views"
 
@@ -152,6 +152,30 @@ def _qa_value(pair: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- Plotly
+def point_palette(colors: np.ndarray, max_colors: int = 256) -> tuple[np.ndarray, list[list[Any]]]:
+    """Colours ``(N, 3)`` uint8 as one palette index per point (uint8) and a Plotly colorscale whose entry
+    ``i`` (at ``i / (k - 1)``) is palette colour ``i``: exact when there are at most ``max_colors`` distinct
+    colours, else a median-cut palette of ``max_colors`` (deterministic). Plot with ``cmin=0, cmax=k - 1``."""
+    if not 2 <= max_colors <= 256:
+        raise ValueError(f"max_colors must be from 2 to 256, got {max_colors}")
+    colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    if len(colors) == 0:
+        return np.zeros(0, dtype=np.uint8), [[0.0, "rgb(0,0,0)"], [1.0, "rgb(0,0,0)"]]
+    palette, index = np.unique(colors, axis=0, return_inverse=True)
+    if len(palette) > max_colors:
+        from PIL import Image
+
+        quant = Image.fromarray(colors[None]).quantize(colors=max_colors, method=Image.Quantize.MEDIANCUT)
+        index = np.asarray(quant, dtype=np.uint8).reshape(-1)
+        palette = np.asarray(quant.getpalette()[: 3 * (int(index.max()) + 1)], dtype=np.uint8).reshape(-1, 3)
+    index = np.asarray(index, dtype=np.uint8).reshape(-1)
+    k = len(palette)
+    if k == 1:
+        c = _rgb(tuple(int(v) for v in palette[0]))
+        return index, [[0.0, c], [1.0, c]]
+    return index, [[i / (k - 1), _rgb(tuple(int(v) for v in palette[i]))] for i in range(k)]
+
+
 def scene_figure(scene: RGBDScene, graph: SceneGraph, *, max_points: int = 200_000, seed: int = 0,
                  title: str | None = None) -> Any:
     """A Plotly figure of the scene in the canonical frame (metres, ``z`` up, equal aspect).
@@ -163,9 +187,14 @@ def scene_figure(scene: RGBDScene, graph: SceneGraph, *, max_points: int = 200_0
     """
     go = require_plotly()
     pts, colors = canonical_points(scene, graph, max_points=max_points, seed=seed)
+    index, colorscale = point_palette(colors)
+    # float32 coordinates and one palette index per point: the figure's JSON (what a page downloads) is about a
+    # third of float64 with a colour string per point, and Plotly validates one array instead of N strings
+    xyz = pts.astype(np.float32)
     traces = [go.Scatter3d(
-        name="points", x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", hoverinfo="skip",
-        marker={"size": 1.5, "color": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colors.tolist()]})]
+        name="points", x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", hoverinfo="skip",
+        marker={"size": 1.5, "color": index, "colorscale": colorscale, "cmin": 0,
+                "cmax": max(len(colorscale) - 1, 1), "showscale": False})]
     patch = support_patch(pts, graph)
     if patch is not None:
         n = len(patch)
