@@ -70,6 +70,10 @@ def test_fractions_of_the_image_need_its_size():
     ("(420 mm, 1100 mm, 750 mm)", [0.42, 1.1, 0.75]),
     ("x=0.42 m, y=1.10 m, z=0.75 m", [0.42, 1.1, 0.75]),
     ("x = 42 cm, y = 110 cm and z = 75 cm", [0.42, 1.1, 0.75]),
+    ("the 3D point (42, 110, 75) in cm", [0.42, 1.1, 0.75]),  # "in <unit>" after the tuple ...
+    ("(420, 1100, 750) in millimeters", [0.42, 1.1, 0.75]),
+    ("3D point in cm: (42, 110, 75)", [0.42, 1.1, 0.75]),  # ... and before it
+    ("in inches (10, 20, 30)", [0.254, 0.508, 0.762]),
 ])
 def test_3d_points_in_any_length_unit(text, metres):
     got = parse_point(text, SIZE)
@@ -84,6 +88,9 @@ def test_a_triple_without_unit_is_metres_and_in_is_not_inches():
     assert parse_point("(0.4, 1.1) m", SIZE).status == "no_answer"
     assert parse_point("the point 0.42, 1.10, 0.75 m", SIZE).status == "no_answer"
     assert parse_point("at pixel 412, 230.5", SIZE).value["pixel"] == [412.0, 230.5]
+    assert parse_point("(412, 230) in pixels", SIZE).value["pixel"] == [412.0, 230.0]
+    assert parse_point("at (412, 230) in the image", SIZE).value["pixel"] == [412.0, 230.0]
+    assert parse_point("(0.4, 1.1) in m", SIZE).status == "no_answer"
 
 
 def test_the_reference_answer_parses_back_exactly():

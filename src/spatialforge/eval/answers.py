@@ -1934,10 +1934,13 @@ _PT_XY = re.compile(
     + r"\s*[,;]?\s*(?:and\s+)?(?P<b>[yv])\s*[=:]\s*" + _PT_COMPONENT.format(n="n2", u="u2")
     + r"(?:\s*[,;]?\s*(?:and\s+)?z\s*[=:]\s*" + _PT_COMPONENT.format(n="n3", u="u3") + ")?",
     re.IGNORECASE)
+# "in cm" names the unit of a whole tuple, after it ("(118, 413, 85) in cm") or before it ("in cm: (118, ...)")
+_PT_IN = rf"(?<![A-Za-z])in\s+(?=(?:{_PT_LEN})\b)"
 _PT_TUPLE = re.compile(
+    rf"(?:{_PT_IN}(?P<pre>(?:{_PT_LEN})\b)\.?\s*[:,]?\s*)?"
     r"[(\[]\s*" + _PT_COMPONENT.format(n="n1", u="u1") + r"\s*,\s*" + _PT_COMPONENT.format(n="n2", u="u2")
     + r"\s*(?:,\s*" + _PT_COMPONENT.format(n="n3", u="u3") + r"\s*)?[)\]]"
-    + rf"(?:\s*(?P<unit>{_PT_UNIT}|{_PT_PX}))?", re.IGNORECASE)
+    + rf"(?:\s*(?:{_PT_IN})?(?P<unit>{_PT_UNIT}|{_PT_PX}))?", re.IGNORECASE)
 _PT_BARE = re.compile(
     rf"\b(?:pixels?|px|coordinates?|point)\s*(?:at\s*)?:?\s*(?P<n1>{_PT_NUM})\s*,\s*(?P<n2>{_PT_NUM})(?!\.?\d)"
     rf"(?!\s*(?:,\s*{_PT_NUM}|{_PT_UNIT}))", re.IGNORECASE)
@@ -2024,7 +2027,7 @@ def _point_candidates(clean: str, image_size: tuple[float, float] | None) -> tup
             found.append(_Pt("pixel", (float(m.group("n1")), float(m.group("n2"))), m.start(), m.end()))
         consume(m)
     for m in list(_PT_TUPLE.finditer(work)):
-        shared = m.group("unit")
+        shared = m.group("unit") or m.group("pre")
         inner = [m.group(u) for u in ("u1", "u2", "u3")]
         if m.group("n3") is not None:
             if _is_px(shared) or any(_is_px(u) for u in inner):
