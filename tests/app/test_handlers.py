@@ -559,3 +559,30 @@ def test_device_flag_wins_over_the_perception_files_device(perception_config):
     config = make_config(_parse("--config", str(perception_config), "--device", other))
     assert config.perception.device == other and config.device == other
     assert make_config(_parse()).device == "auto"  # AffordanceCLIP and an hf VLM: auto by default
+
+
+def test_affordance_reports_the_peak_its_threshold_is_a_fraction_of(view, monkeypatch):
+    """Heat where there is no depth is not the peak: the regions and the page's words use the valid-depth peak."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from spatialforge.app.handlers import AppModels
+    from spatialforge.app.ui import afford_outputs
+
+    depth = view.scene.depth.copy()
+    depth[:4, :4] = 0.0  # a corner without depth, where the map is hottest
+    blind = replace(view, scene=replace(view.scene, depth=depth))
+
+    class _Hot(_BlobPredictor):
+        def predict(self, images, actions):
+            (heat,) = super().predict(images, actions)
+            heat = 0.6 * heat
+            heat[0, :4, :4] = 1.0
+            return [heat]
+
+    result = affordance(blind, "pour", _Hot())
+    assert result.peak == pytest.approx(0.6, abs=1e-3) and len(result.regions) >= 1
+    models = AppModels(AppConfig(afford_checkpoint=Path("ckpt")))
+    monkeypatch.setattr(models, "afford", lambda: _Hot())
+    info, *_ = afford_outputs(blind, "pour", 0.5, models.config, models)
+    assert "x the peak 0.60 over pixels with valid depth" in info

@@ -742,7 +742,8 @@ class AffordanceView:
     regions (gravity frame of the scene graph, one per object the region touches, sorted by id);
     ``image``: the heatmap over the photo, in units of its peak (with valid depth: the regions are
     fractions of it), with each region's interaction pixel marked and numbered by its object id;
-    ``names``: object id -> how the page names it.
+    ``names``: object id -> how the page names it; ``peak``: the heatmap's maximum over the pixels with valid
+    depth, which ``relative_threshold`` is a fraction of (as in ``lift_affordance``).
     """
 
     action: str
@@ -751,6 +752,7 @@ class AffordanceView:
     image: Image.Image
     names: dict[int, str]
     relative_threshold: float
+    peak: float = 1.0
 
     def rows(self) -> list[list[Any]]:
         """One row per region (:data:`AFFORD_HEADERS`): area in cm^2, the interaction point and approach in m."""
@@ -808,14 +810,14 @@ def affordance(view: SceneView, action: str, predictor: Any, relative_threshold:
     regions = lift_affordance(heat, scene.depth, scene.intrinsics, view.graph.gravity,
                               instances=scene.instances.astype(np.int64), relative_threshold=threshold)
     names = {r.object_id: _object_name(view, r.object_id) for r in regions}
+    peak = float(heat[scene.depth > 0].max())  # the threshold's reference, as in lift_affordance
     if not regions:
         raise SpatialForgeError(f"'{action}': no object has a region of at least 3 pixels with heat >= "
-                                f"{threshold:g} x the peak ({float(heat.max()):.2f}) and valid depth; lower the "
-                                "region threshold")
-    peak = float(heat[scene.depth > 0].max())
+                                f"{threshold:g} x the peak ({peak:.2f}, over pixels with valid depth) and valid depth; "
+                                "lower the region threshold")
     image = render_heatmap(scene.image, heat / peak, title=f"'{action}': heat / its peak {peak:.3g}")
     _mark(image, regions)
-    return AffordanceView(action, heat, regions, image, names, threshold)
+    return AffordanceView(action, heat, regions, image, names, threshold, peak)
 
 
 def _object_name(view: SceneView, oid: int) -> str:

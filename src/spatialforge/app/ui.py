@@ -133,7 +133,7 @@ def afford_outputs(view: SceneView | None, action: str, threshold: Any, config: 
         return _error(_plain(str(exc))), None, None, []
     n = len(result.regions)
     info = (f"**{_plain(result.action)}**: {n} region{'s' if n != 1 else ''} (pixels with heat >= "
-            f"{result.relative_threshold:g} x the peak {float(result.heat.max()):.2f}, valid depth, on an object); "
+            f"{result.relative_threshold:g} x the peak {result.peak:.2f} over pixels with valid depth, on an object); "
             "the marked pixels are the interaction points; coordinates in the gravity frame (x right, y forward, "
             "z up, metres)")
     return info, result.image, _afford_plot(view, result), result.rows()

@@ -240,6 +240,12 @@ def claimed_output(out: Path, kind: Any, inputs: list[Any], overwrite: bool, fla
 
 
 def _benchmark(args: argparse.Namespace) -> Any:
+    """The benchmark of ``--benchmark``, cut to ``--types`` / ``--kinds`` / ``--limit`` when given."""
+    return _benchmarks(args)[1]
+
+
+def _benchmarks(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The whole benchmark of ``--benchmark`` and its selection (the same object without a selection)."""
     from spatialforge.eval.benchmarks import load_benchmark
 
     bench = load_benchmark(args.benchmark, image_root=getattr(args, "image_root", None),
@@ -261,11 +267,12 @@ def _benchmark(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--kinds: {bench.name} has no {' or '.join(absent)} questions; its kinds are: "
                               f"{', '.join(counts['per_kind']) or 'none'}")
     limit = getattr(args, "limit", None)
+    whole = bench
     if types or kinds or limit:
         bench = bench.subset(types=types, kinds=kinds, limit=limit, seed=getattr(args, "seed", 0))
     if len(bench) == 0:
         raise SpatialForgeError(f"{args.benchmark}: no questions (after --types/--kinds/--limit)")
-    return bench
+    return whole, bench
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -316,18 +323,13 @@ def _score(args: argparse.Namespace) -> int:
 
     inputs = [benchmark_path(args.benchmark), args.answers, args.image_root]
     with claimed_output(args.out, SCORE_OUTPUT, inputs, args.overwrite) as prepared:
-        bench = _benchmark(args)
+        whole, bench = _benchmarks(args)
         from spatialforge.eval.runner import selection_of
 
         selection = selection_of(bench)
         if prepared.resumed:
             _check_same_scores(args, bench.name, selection)
-        known = None
-        if selection is not None:  # answers to questions left out are not "unknown"
-            from spatialforge.eval.benchmarks import load_benchmark
-
-            known = {it.id for it in load_benchmark(args.benchmark, image_root=args.image_root,
-                                                    regions=args.regions).items}
+        known = {it.id for it in whole.items} if selection is not None else None  # left-out answers: not "unknown"
         summary = score_answers(bench, args.answers, args.out, seed=args.seed, name=args.name, known_ids=known)
     info = summary["answers_file"]
     outside = f", {count(info['outside_selection'], 'answer')} outside --types/--kinds" if selection else ""
