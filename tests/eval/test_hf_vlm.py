@@ -314,6 +314,16 @@ def test_max_image_side_shrinks_images_before_the_processor(tiny_dirs, monkeypat
         assert model.answer(_items()[:1])[0].ok
         counts[side] = int((spy.calls[0]["input_ids"] == model.model.config.image_token_id).sum())
     assert counts[8] < counts[None]  # 40 x 28 px: 4 image tokens; shrunk to 8 x 6 px: 1
+    # a point question is answered in pixels of the image its prompt names: it is never shrunk
+    point = BenchmarkItem(id="p", benchmark="tiny", question="Where would you hold the mug to pour?", kind="point",
+                          type="afford_hold_point", truth={"pixel": (3, 4), "point_3d": (0.1, 1.0, 0.8)},
+                          unit="point", image_bytes=_png(40, 28, 1), meta={"image_size": (40, 28)})
+    model = HFVisionLanguageModel(tiny_dirs["qwen2_5_vl"], device="cpu", max_new_tokens=1, max_image_side=8)
+    model.load()
+    spy = _Spy(model.model)
+    monkeypatch.setattr(model.model, "generate", spy)
+    assert model.answer([point])[0].ok
+    assert int((spy.calls[0]["input_ids"] == model.model.config.image_token_id).sum()) == counts[None]
 
 
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny_dirs):

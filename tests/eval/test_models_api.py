@@ -108,6 +108,22 @@ def test_request_body_image_and_model(server):
     assert img.format == "JPEG" and img.size == (512, 256)
 
 
+def test_a_point_question_goes_at_the_size_its_prompt_names(server):
+    """Its answer is pixels of the image the prompt names: shrinking the image would change the frame."""
+    point = BenchmarkItem(id="p0", benchmark="test", question="Where would you hold the mug to pour?", kind="point",
+                          type="afford_hold_point", truth={"pixel": (10, 20), "point_3d": (0.1, 1.0, 0.8)},
+                          unit="point", image_bytes=_png(2000, 1000), meta={"image_size": (2000, 1000)})
+    distance = _item(1, image=_png(2000, 1000))
+    assert all(a.ok for a in _model(server, image_max_side=512, concurrency=1).answer([point, distance]))
+    sizes = {}
+    for rec in server.requests:
+        text_part, image_part = rec.body["messages"][1]["content"]
+        url = image_part["image_url"]["url"]
+        sizes[text_part["text"]] = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size
+    assert sizes[build_prompt(point)] == (2000, 1000) and "of the 2000 x 1000 image" in build_prompt(point)
+    assert sizes[build_prompt(distance)] == (512, 256)
+
+
 def test_small_image_not_resized_and_extra_body(server):
     model = _model(server, extra_body={"top_p": 0.5}, max_tokens=None, temperature=None, system_prompt="")
     assert model.answer([_q(0)])[0].ok

@@ -197,7 +197,8 @@ class HFVisionLanguageModel:
     ``dtype``: ``auto`` (bfloat16 on a GPU that supports it, else float16 on a GPU, float32 on the
     CPU), ``float32``, ``bfloat16`` or ``float16``. ``max_image_side``: images larger than this
     (pixels, longest side) are shrunk first, keeping the aspect ratio (Qwen2.5-VL's token count grows
-    with the image area). ``processor_kwargs`` go to ``AutoProcessor.from_pretrained`` (e.g.
+    with the image area); not those of point questions, answered in pixels of the image their prompt
+    names. ``processor_kwargs`` go to ``AutoProcessor.from_pretrained`` (e.g.
     ``{"max_pixels": 1003520}`` for Qwen2.5-VL), ``chat_template_kwargs`` to ``apply_chat_template``.
     ``plain_template``: the prompt format (with ``{prompt}``) for processors without a chat template.
     """
@@ -476,7 +477,8 @@ class HFVisionLanguageModel:
         if image.width < 1 or image.height < 1:
             raise DatasetError(f"{item.id}: the image is empty ({image.width} x {image.height})")
         side = self.max_image_side
-        if side is not None and max(image.size) > side:
+        # a point question is answered in pixels of the image its prompt names: it goes at full size
+        if side is not None and max(image.size) > side and item.kind != "point":
             from PIL import Image
 
             scale = side / max(image.size)

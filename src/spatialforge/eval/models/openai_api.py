@@ -468,7 +468,8 @@ class OpenAICompatibleModel:
 
         img = item.load_image()
         side = self.image_max_side
-        if side is not None and max(img.size) > side:
+        # a point question is answered in pixels of the image its prompt names: it goes at full size
+        if side is not None and max(img.size) > side and item.kind != "point":
             scale = side / max(img.size)
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
             img = img.resize(size, Image.Resampling.BICUBIC)
