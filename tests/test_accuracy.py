@@ -46,3 +46,29 @@ def test_answers_match_ground_truth(tmp_path, noise):
             assert per[t]["accuracy"] >= 0.9, (t, per[t])
     assert per["height"]["median_rel_error"] <= 0.05
     assert per["distance"]["median_rel_error"] <= 0.05
+
+
+def test_affordance_questions_are_excluded_with_their_reason(tmp_path):
+    """A `generate --afford` dataset scores: its affordance questions are counted as excluded, the rest scored."""
+    from spatialforge.io.dataset import iter_rows
+    from spatialforge.qa.afford_types import AFFORD_TYPES
+
+    scenes, out = tmp_path / "scenes", tmp_path / "out"
+    write_synthetic_dataset(scenes, n=6, seed=3, config=SynthConfig(parts=True, width=320, height=240),
+                            progress=False)
+    cfg = GenerateConfig(qa=QAConfig(qa_per_image=6, seed=3), geometry=GeometryConfig(seed=3), fail_fast=True,
+                         afford=True)
+    run_generate(scenes, out, cfg, progress=False)
+    qa = [q for r in iter_rows(out, columns=["qa"]) for q in r["qa"]]
+    n_afford = sum(q["type"] in AFFORD_TYPES for q in qa)
+    assert {q["type"] for q in qa} >= set(AFFORD_TYPES)  # both types are there to be excluded
+    scores = score_dataset(scenes, out)
+    assert len(scores) == len(qa)
+    afford = [s for s in scores if s.type in AFFORD_TYPES]
+    assert len(afford) == n_afford and all(s.excluded == "affordance" and s.correct is None for s in afford)
+    assert all(s.excluded in (None, "tie") for s in scores if s.type not in AFFORD_TYPES)
+    s = summarise(scores)
+    assert s["excluded"]["affordance"] == n_afford and s["qa_total"] == len(qa)
+    assert s["qualitative"]["n"] == sum(q["kind"] != "quantitative" for q in qa) - sum(s["excluded"].values())
+    for t in AFFORD_TYPES:
+        assert s["per_type"][t]["excluded"] == s["per_type"][t]["n"] > 0 and "accuracy" not in s["per_type"][t]

@@ -327,3 +327,26 @@ def test_affordance_figure_shows_each_region_its_interaction_point_and_approach(
     assert (fixed.data[-4].marker.cmin, fixed.data[-4].marker.cmax) == (0.2, 0.8)
     with pytest.raises(ValueError, match="arrow_length must be > 0"):
         viz3d.affordance_figure(scene, graph, regions, arrow_length=0)
+
+
+def test_affordance_point_questions_show_their_part_and_truth(tmp_path, capsys):
+    """A point question's value is a part id: the views name the part and its truth, not "2.000 point"."""
+    scenes, dataset = tmp_path / "S", tmp_path / "O"
+    assert main(["synth", "--n", "6", "--parts", "--out", str(scenes), "--width", "320", "--height", "240",
+                 "--no-progress"]) == 0
+    assert main(["generate", str(scenes), "--out", str(dataset), "--afford", "--qa-per-image", "1",
+                 "--no-progress"]) == 0
+    row = next(r for r in iter_rows(dataset, columns=["scene_id", "qa", "afford"]) if r["afford"])
+    page, rrd = tmp_path / "v.html", tmp_path / "v.rrd"
+    assert main(["show", str(scenes / row["scene_id"]), "--html", str(page), "--rerun", str(rrd),
+                 "--dataset", str(dataset)]) == 0
+    text = page.read_text(encoding="utf-8")
+    log = " ".join(r["TextLog:text"][0] for r in _chunks(rrd)["/qa/log"])
+    for a in row["afford"]:
+        q = next(q for q in row["qa"] if q["id"] == a["qa_id"])
+        (u, v), (x, y, z) = a["pixel"], a["point_3d"]
+        shown = (f"the {a['part_name']} (part {a['part_id']}) of object {a['object_id']}: pixel ({u}, {v}), "
+                 f"3D point ({x:.3f}, {y:.3f}, {z:.3f}) m")
+        assert f"afford_hold_point: {html.escape(shown)}" in text and f"[afford_hold_point: {shown}]" in log
+        assert f"{q['value']:.3f} point" not in text + log
+    assert viz3d._qa_value({"kind": "point", "value": 3.0, "unit": "point"}) == "part 3"  # a dataset without truth

@@ -119,9 +119,13 @@ def _rgb(color: tuple[int, int, int]) -> str:
 def qa_for_scene(dataset: str | os.PathLike[str], scene_id: str, *, flag: str = "--dataset") -> list[dict[str, Any]]:
     """The QA pairs (dicts as stored, see docs/formats.md) of ``scene_id`` in a ``generate`` output folder.
 
+    An affordance point question of a ``generate --afford`` dataset also gets its entry of the row's
+    ``afford`` column under ``"afford"`` (part name, truth pixel and 3D point; without the mask).
     Raises :class:`ConfigError` (one line naming ``flag``) when the folder is no dataset or holds no
     row for the scene.
     """
+    import pyarrow.parquet as pq
+
     from spatialforge.errors import SpatialForgeError
     from spatialforge.io.dataset import iter_rows
 
@@ -129,7 +133,9 @@ def qa_for_scene(dataset: str | os.PathLike[str], scene_id: str, *, flag: str = 
     if not root.is_dir():
         raise ConfigError(f"{flag} {dataset}: not a folder (give the output folder of `spatialforge generate`)")
     try:
-        rows = [r for r in iter_rows(root, columns=["scene_id", "qa"]) if r["scene_id"] == scene_id]
+        shards = sorted((root / "data").glob("*.parquet"))
+        columns = ["scene_id", "qa"] + (["afford"] if shards and "afford" in pq.read_schema(shards[0]).names else [])
+        rows = [r for r in iter_rows(root, columns=columns) if r["scene_id"] == scene_id]
     except SpatialForgeError as exc:
         raise ConfigError(f"{flag} {dataset}: no Parquet shards under data/ (give the output folder of "
                           "`spatialforge generate`)") from exc
@@ -137,7 +143,15 @@ def qa_for_scene(dataset: str | os.PathLike[str], scene_id: str, *, flag: str = 
         raise ConfigError(f"{flag} {dataset}: cannot read its shards ({type(exc).__name__}: {exc})") from exc
     if not rows:
         raise ConfigError(f"{flag} {dataset}: has no row for scene {scene_id!r}")
-    return [dict(p) for r in rows for p in (r["qa"] or [])]
+    out = []
+    for r in rows:
+        truth = {a.get("qa_id"): {k: v for k, v in a.items() if k != "mask"} for a in (r.get("afford") or [])}
+        for p in r["qa"] or []:
+            pair = dict(p)
+            if pair.get("id") in truth:
+                pair["afford"] = truth[pair["id"]]
+            out.append(pair)
+    return out
 
 
 def _qa_value(pair: dict[str, Any]) -> str:
@@ -148,6 +162,16 @@ def _qa_value(pair: dict[str, Any]) -> str:
         return "yes" if value else "no"
     if pair.get("kind") == "choice":
         return f"object {int(value)}"
+    if pair.get("kind") == "point":  # the value is the part's id; its truth is in the afford column
+        a = pair.get("afford") or {}
+        part = f"the {a['part_name']} (part {int(value)})" if a.get("part_name") else f"part {int(value)}"
+        if a.get("object_id") is not None:
+            part += f" of object {a['object_id']}"
+        pixel, point = a.get("pixel") or (), a.get("point_3d") or ()
+        if len(pixel) != 2 or len(point) != 3 or any(c is None for c in (*pixel, *point)):
+            return part
+        return (f"{part}: pixel ({pixel[0]}, {pixel[1]}), 3D point ({point[0]:.3f}, {point[1]:.3f}, {point[2]:.3f}) "
+                "m")
     return f"{float(value):.3f} {unit}".strip()
 
 

@@ -181,4 +181,86 @@ def test_scene_afford_reasons_and_records(tmp_path):
     del gt["parts"][0]["id"]
     (folder / "ground_truth.json").write_text(json.dumps(gt))
     broken = scene_afford(folder, "renamed")
-    assert broken.reason == "unreadable_truth" and "malformed part or object entry" in broken.message
+    assert broken.reason == "unreadable_truth"
+    assert broken.message == f"{folder / 'ground_truth.json'}: parts[0] has no 'id'"
+
+
+@pytest.mark.parametrize(("edit", "expect"), [
+    (lambda gt: gt["parts"][1].update(object_id=999), "parts[1] names object_id 999, which no entry of objects has"),
+    (lambda gt: gt["parts"][0].update(center=[0.1, "up", 0.2]), "parts[0] 'center' must be 3 finite numbers, got "
+                                                                 "[0.1, 'up', 0.2]"),
+    (lambda gt: gt["parts"][0].update(visible_pixels=True), "parts[0] 'visible_pixels' must be an integer >= 0, got "
+                                                            "True"),
+    (lambda gt: gt["parts"].append(dict(gt["parts"][0])), "repeats the id 1"),
+    (lambda gt: gt["parts"].__setitem__(0, "handle"), "parts[0] is str, not an object"),
+    (lambda gt: gt["objects"][1].update(caption=7), "objects[1] 'caption' must be a string, got 7"),
+    (lambda gt: gt["objects"][0].pop("category"), "objects[0] has no 'category'"),
+    (lambda gt: gt["camera"].update(position=[0, 0]), "camera 'position' must be 3 finite numbers, got [0, 0]"),
+    (lambda gt: gt.update(parts={"1": {}}), "parts must be a list, got dict"),
+], ids=["unknown-object", "bad-center", "bool-pixels", "repeated-id", "not-an-object", "bad-caption",
+        "no-category", "bad-camera", "parts-not-a-list"])
+def test_malformed_ground_truth_entries_are_one_line_naming_the_file_and_entry(tmp_path, edit, expect):
+    from spatialforge.qa.afford_types import scene_afford
+
+    scene = next(s for s in (generate_scene(i, 0, PARTS) for i in range(10)) if len(s.ground_truth["parts"]) >= 2)
+    folder = write_scene(scene, tmp_path)
+    gt_path = folder / "ground_truth.json"
+    gt = json.loads(gt_path.read_text())
+    edit(gt)
+    gt_path.write_text(json.dumps(gt))
+    with pytest.raises(ConfigError) as err:
+        AffordTruth.load(folder)
+    message = str(err.value)
+    assert message.startswith(f"{gt_path}: ") and expect in message and "\n" not in message
+    got = scene_afford(folder, "x")
+    assert got.reason == "unreadable_truth" and got.message == message and got.qa == ()
+
+
+def test_an_error_while_asking_the_questions_propagates(tmp_path, monkeypatch):
+    """A bug in generating the questions is not passed off as an unreadable truth: it propagates."""
+    from spatialforge.qa import afford_types
+
+    scene = next(s for s in (generate_scene(i, 0, PARTS) for i in range(10)) if s.ground_truth["parts"])
+    folder = write_scene(scene, tmp_path)
+
+    for exc in (KeyError("a bug"), TypeError("a bug"), AttributeError("a bug"), ValueError("a bug")):
+        def buggy(*args, _exc=exc, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(afford_types, "generate_afford_qa", buggy)
+        with pytest.raises(type(exc), match="a bug"):
+            afford_types.scene_afford(folder, "x")
+
+
+#: The test's own judgement, category by category, of what affords pouring / cutting in the everyday sense.
+#: Every category of the synthetic scenes must be listed here, so a new one forces a decision.
+_EVERYDAY = {
+    "pour": {"mug", "bottle", "can", "vase", "pot", "bucket", "kettle"},
+    "cut with": {"knife"},
+}
+_NEITHER = {"bin", "stool", "box", "book stack", "crate", "cabinet", "speaker", "suitcase", "monitor", "table"}
+
+
+def test_no_wrong_choice_of_which_object_affords_the_action():
+    from spatialforge.synth.layout import CATEGORY_BY_NAME
+
+    known = set().union(*_EVERYDAY.values(), _NEITHER)
+    assert set(CATEGORY_BY_NAME) <= known, f"classify the new categories: {set(CATEGORY_BY_NAME) - known}"
+    asked = {"pour": 0, "cut with": 0}
+    for seed in (0, 5):
+        for index in range(120):
+            scene = generate_scene(index, seed=seed, config=SynthConfig(parts=True, width=320, height=240))
+            truth = AffordTruth.from_scene(scene)
+            for q in generate_afford_qa(truth, seed=seed):
+                if q.type != "afford_which_object":
+                    continue
+                action = {"cutting": "cut with", "pouring": "pour"}[q.question.split(":")[0].split()[-1]]
+                asked[action] += 1
+                right = truth.parts
+                assert any(p["object_id"] == q.value and p["action"] == action and
+                           p["visible_pixels"] >= 20 for p in right.values()), q.question
+                for wrong in (c for c in q.choices if c != q.value):
+                    obj = truth.object(wrong)
+                    assert obj["category"] in known and obj["category"] not in _EVERYDAY[action], q.question
+                    assert not any(p["object_id"] == wrong and p["action"] == action for p in right.values())
+    assert asked["pour"] >= 15 and asked["cut with"] >= 15, asked

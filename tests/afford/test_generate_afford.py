@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -280,43 +281,79 @@ def test_training_examples_hold_the_affordance_questions(afford_out):
     assert all("pixel coordinates (x, y)" in p and "320 x 240" in p for p in prompts)
 
 
-def test_eval_run_prior_openai_and_hf_handle_the_items(afford_out, tmp_path, capsys):
+def test_eval_run_prior_openai_and_hf_handle_the_items(afford_out, tmp_path, capsys, monkeypatch):
+    import math
+
+    from spatialforge.eval.models.base import POINT_INSTRUCTION
     from spatialforge.eval.runner import read_records
 
     from ..eval.fake_openai_server import FakeOpenAIServer
 
+    statuses = {"ok", "range", "refusal", "no_answer", "ambiguous"}  # what the answer parser returns
+    instruction = POINT_INSTRUCTION.format(size=" of the 320 x 240 image")
+    _, items = _afford_items(afford_out)
+    by_id = {it.id: it for it in items}
     types = ["--types", "afford_hold_point,afford_which_object"]
     prior = tmp_path / "prior"
     assert main(["eval", "run", "--benchmark", str(afford_out), "--model", "prior", "--out", str(prior),
                  "--no-progress", *types]) == 0
     recs = read_records(prior / "records.jsonl")
-    point_recs = [r for r in recs.values() if r["kind"] == "point"]
-    assert point_recs and all(r["status"] == "ok" and r["value"]["pixel"] == [160.0, 120.0] for r in point_recs)
-    assert all(r["in_mask"] is not None for r in point_recs)
+    assert sorted(recs) == sorted(by_id)
+    for r in recs.values():  # the prior answers the image centre and the first option, scored as such
+        it = by_id[r["id"]]
+        assert r["status"] == "ok" and "error" not in r
+        if r["kind"] == "point":
+            assert r["answer"] == "(160, 120)" and r["value"] == {"pixel": [160.0, 120.0], "point_3d": None}
+            assert r["in_mask"] is bool(decode_mask_rle(it.meta["mask"])[120, 160]) and r["error_m"] is None
+            assert r["pixel_error"] == pytest.approx(math.dist((160, 120), it.truth["pixel"]))
+        else:
+            assert r["answer"] == it.options[0] and r["correct"] is (it.truth == 0)
+    assert any(r["kind"] == "point" for r in recs.values()) and any(r["kind"] == "choice" for r in recs.values())
 
-    _, items = _afford_items(afford_out)
     by_question = {it.question: it.reference_answer for it in items}
     with FakeOpenAIServer(oracle=lambda text: next(a for q, a in by_question.items() if q in text)) as server:
         out = tmp_path / "api"
         assert main(["eval", "run", "--benchmark", str(afford_out), "--model", f"openai:oracle@{server.base_url}",
                      "--out", str(out), "--no-progress", *types]) == 0
-        sent = [r.user_text for r in server.requests if "Where would you hold" in r.user_text]
-    assert sent and all("of the 320 x 240 image" in t for t in sent)
+        sent = [r.user_text for r in server.requests]
+    points = [t for t in sent if "Where would you hold" in t]
+    assert points and all(instruction in t for t in points)  # the point instruction, with the image's size
+    assert all("Answer directly with one of: " in t for t in sent if "Which object affords" in t)
     # the oracle knows the question only: where two scenes ask the same question it may give the other's answer
     unique = {q for q in by_question if sum(1 for it in items if it.question == q) == 1}
     api = [r for r in read_records(out / "records.jsonl").values() if r["question"] in unique]
-    assert any(r["kind"] == "point" for r in api) and all(r["correct"] for r in api)
+    assert any(r["kind"] == "point" for r in api)
+    for r in api:
+        it = by_id[r["id"]]
+        assert r["status"] == "ok" and r["correct"] is True
+        if r["kind"] == "point":  # the reference answer read back: the truth pixel and 3D point exactly
+            assert r["value"]["pixel"] == [float(x) for x in it.truth["pixel"]] and r["in_mask"] is True
+            assert r["value"]["point_3d"] == pytest.approx(list(it.truth["point_3d"])) and r["error_m"] < 1e-9
 
     pytest.importorskip("torch")
+    from spatialforge.eval.models.hf_vlm import HFVisionLanguageModel
+
     from ..eval.tiny_vlms import build_tiny_vlm
 
+    rendered: list[str] = []
+    for name in ("_render", "_plain_text"):  # the text the model is given, chat template or plain format
+        original = getattr(HFVisionLanguageModel, name)
+        monkeypatch.setattr(HFVisionLanguageModel, name,
+                            lambda self, *a, _f=original: rendered.append(_f(self, *a)) or rendered[-1])
     folder = build_tiny_vlm("qwen2_5_vl", tmp_path / "qwen")
     hf = tmp_path / "hf"
     assert main(["eval", "run", "--benchmark", str(afford_out), "--model", f"hf:{folder}", "--out", str(hf),
                  "--kinds", "point", "--limit", "2", "--device", "cpu", "--max-new-tokens", "8",
                  "--no-progress"]) == 0
     recs = read_records(hf / "records.jsonl")
-    assert len(recs) == 2 and all(r["kind"] == "point" and r["in_mask"] is not None for r in recs.values())
+    assert len(recs) == 2 and len([t for t in rendered if "Where would you hold" in t]) == 2
+    for r in recs.values():
+        it = by_id[r["id"]]
+        assert r["kind"] == "point" and "error" not in r and r["status"] in statuses
+        assert any(it.question in t and instruction in t for t in rendered)  # its question with the instruction
+        assert isinstance(r["in_mask"], bool) and r["answered"] is (r["status"] in ("ok", "range"))
+        if not r["answered"]:  # a random tiny model: unanswered, scored as a miss
+            assert r["in_mask"] is False and r["error_m"] is None and r["value"] is None
 
 
 def test_train_trains_on_them_and_counts_what_it_leaves_out(afford_out, tmp_path, capsys):
@@ -384,3 +421,182 @@ def test_eval_score_types_and_kinds_score_a_selection_and_count_the_other_answer
     assert main(["eval", "score", "--benchmark", str(afford_out), "--answers", str(only_points),
                  "--out", str(tmp_path / "bad"), "--types", "afford_nope"]) == 2
     assert "afford_hold_point" in capsys.readouterr().err
+
+
+def _edited(afford_out, folder, edit):
+    """A copy of the dataset whose first row with a point question is changed by ``edit(row)``; returns its
+    point question ids."""
+    import pyarrow as pa
+
+    (folder / "data").mkdir(parents=True)
+    ids: list[str] = []
+    for f in sorted((afford_out / "data").glob("*.parquet")):
+        rows = pq.read_table(f).to_pylist()
+        for row in rows:
+            if row["afford"] and not ids:
+                edit(row)
+                ids = [a["qa_id"] for a in row["afford"]]
+        pq.write_table(pa.Table.from_pylist(rows, schema=AFFORD_ROW_SCHEMA), folder / "data" / f.name)
+    assert ids
+    return ids
+
+
+def _no_pixel(row):
+    row.update(width=0, height=0)
+    for a in row["afford"]:
+        a["mask"] = {"size": [0, 0], "counts": []}
+
+
+def _empty_mask(row):
+    for a in row["afford"]:
+        h, w = a["mask"]["size"]
+        a["mask"] = {"size": [h, w], "counts": [h * w]}
+
+
+def _pixel_off_the_mask(row):
+    for a in row["afford"]:
+        mask = decode_mask_rle(a["mask"])
+        v, u = (int(x[0]) for x in np.nonzero(~mask))
+        a["pixel"] = [u, v]
+
+
+@pytest.mark.parametrize(("edit", "expect"), [
+    (_no_pixel, "the row's width x height 0 x 0 is not a positive image size"),
+    (lambda row: row.update(width=0, height=0), "the row's width x height 0 x 0 is not a positive image size"),
+    (_empty_mask, "afford mask: the mask has no pixel"),
+    (_pixel_off_the_mask, "is not in the part's mask"),
+], ids=["0x0-row-and-mask", "0x0-row", "empty-mask", "pixel-off-the-mask"])
+def test_point_questions_with_a_bad_truth_are_skipped_with_a_reason(afford_out, tmp_path, capsys, edit, expect):
+    bad = tmp_path / "bad"
+    ids = _edited(afford_out, bad, edit)
+    bench = load_spatialforge(bad)
+    assert sorted(s["id"] for s in bench.skipped) == sorted(ids)
+    assert all(s["reason"] == "bad_truth" and expect in s["message"] and "\n" not in s["message"]
+               for s in bench.skipped)
+    assert not {i.id for i in bench.items} & set(ids)
+    # eval score counts them and scores the rest (answers to them are answers to no item of the benchmark)
+    _, good = _afford_items(afford_out)
+    answers = _write_answers(tmp_path / "a.jsonl", good, lambda it: it.reference_answer)
+    capsys.readouterr()
+    assert main(["eval", "score", "--benchmark", str(bad), "--answers", str(answers), "--out",
+                 str(tmp_path / "score")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ids)} record{'s' if len(ids) > 1 else ''} skipped {{'bad_truth': {len(ids)}}}" in out
+    assert _summary(tmp_path / "score")["by_kind"]["point"]["point"]["in_mask"]["value"] == 1.0
+
+
+def test_rle_problem_with_foreground_needs_a_mask_pixel():
+    from spatialforge.io.dataset import encode_mask_rle, rle_problem
+
+    assert rle_problem({"size": [0, 0], "counts": []}) is None  # a valid encoding of an empty array ...
+    assert rle_problem({"size": [0, 0], "counts": []}, foreground=True) == "size [0, 0] holds no pixel"
+    assert rle_problem({"size": [3, 0], "counts": []}, foreground=True) == "size [3, 0] holds no pixel"
+    assert rle_problem({"size": [2, 2], "counts": [4]}, foreground=True).startswith("the mask has no pixel")
+    assert rle_problem({"size": [2, 2], "counts": [4, 0]}, foreground=True).startswith("the mask has no pixel")
+    one = np.zeros((3, 4), bool)
+    one[2, 3] = True
+    assert rle_problem(encode_mask_rle(one), foreground=True) is None
+    assert rle_problem(encode_mask_rle(np.ones((2, 2), bool)), foreground=True) is None
+
+
+def _one_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_afford_on_photos_is_refused_up_front(parts_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for d in sorted(d for d in parts_dir.iterdir() if d.is_dir())[:2]:
+        shutil.copy(d / "image.png", photos / f"{d.name}.png")
+    for source, named in (([str(photos)], f"the photos of the folder {photos} have none"),
+                          (["--hf-dataset", "someone/photos"], "the photos of --hf-dataset someone/photos have none"),
+                          (["--parquet", str(tmp_path / "t.parquet")], f"--parquet {tmp_path / 't.parquet'} have none"),
+                          (["--webdataset", str(tmp_path / "s.tar")], f"--webdataset {tmp_path / 's.tar'} have none")):
+        out = tmp_path / "out"
+        capsys.readouterr()
+        assert main(["generate", *source, "--out", str(out), "--afford", "--no-progress"]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert line.startswith("spatialforge: error: --afford: the affordance questions need synthetic scenes with "
+                               "part labels") and named in line and "leave out --afford" in line
+        assert not out.exists()  # refused before anything was written or loaded
+
+
+def test_affordance_types_are_selected_and_excluded_by_name(parts_dir, afford_out, tmp_path, capsys):
+    full = {q["id"]: q for r in _rows(afford_out) for q in r["qa"] if q["type"].startswith("afford_")}
+    base = ["generate", str(parts_dir), "--afford", "--qa-per-image", "2", "--no-progress"]
+    catalogue = sorted({q["type"] for r in _rows(afford_out) for q in r["qa"] if not q["type"].startswith("afford_")})
+    runs = {"no-choice": ["--exclude-types", "afford_which_object"],
+            "choice-only": ["--types", ",".join(["afford_which_object", *catalogue])]}
+    for name, flags in runs.items():
+        out = tmp_path / name
+        assert main([*base, "--out", str(out), *flags]) == 0
+        rows = _rows(out)
+        asked = [q for r in rows for q in r["qa"] if q["type"].startswith("afford_")]
+        kept = "afford_hold_point" if name == "no-choice" else "afford_which_object"
+        assert asked and {q["type"] for q in asked} == {kept}
+        # the questions of the type kept are those of a run asking both, and keep their truth
+        same = [q for q in full.values() if q["type"] == kept]
+        assert sorted((q["question"], q["answer"]) for q in asked) == sorted((q["question"], q["answer"]) for q in same)
+        assert sum(len(r["afford"]) for r in rows) == (len(asked) if kept == "afford_hold_point" else 0)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["counts"]["afford"]["per_type"] == {kept: len(asked)}
+        assert manifest["config"]["afford_types"] == [kept]
+    # the selection is part of the fingerprint: resuming with another one is refused, naming it
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "no-choice")]) == 2
+    assert "afford_types" in _one_line(capsys.readouterr().err)
+    # a run asking both keeps the fingerprint of earlier versions
+    assert "afford_types" not in json.loads((afford_out / "manifest.json").read_text())["config"]
+
+
+@pytest.mark.parametrize(("flags", "expect"), [
+    (["--afford", "--types", "afford_hold_point"],
+     "--types afford_hold_point: names only affordance types, which --afford asks on top of the catalogue's"),
+    (["--types", "height,afford_hold_point"],
+     "--types afford_hold_point: the affordance question types are asked only with --afford"),
+    (["--exclude-types", "afford_which_object"],
+     "--exclude-types afford_which_object: the affordance question types are asked only with --afford"),
+    (["--afford", "--exclude-types", "afford_which_object,afford_hold_point"],
+     "leaves no affordance type to ask: leave out --afford instead"),
+], ids=["only-affordance-types", "types-without-afford", "exclude-without-afford", "nothing-left"])
+def test_affordance_type_selections_that_cannot_work_are_one_line(parts_dir, tmp_path, capsys, flags, expect):
+    out = tmp_path / "out"
+    assert main(["generate", str(parts_dir), "--out", str(out), "--no-progress", *flags]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert expect in line and "unknown question type" not in line and not out.exists()
+
+
+def test_an_error_while_asking_is_the_scenes_internal_error(parts_dir, tmp_path, monkeypatch):
+    """A bug in the questions is recorded as an internal error of the scene, not as an unreadable truth."""
+    from spatialforge.pipeline.generate import run_generate
+    from spatialforge.qa import afford_types
+
+    def buggy(truth, seed=0, types=afford_types.AFFORD_TYPES):
+        raise KeyError("a bug in the questions")
+
+    monkeypatch.setattr(afford_types, "generate_afford_qa", buggy)
+    manifest = run_generate(parts_dir, tmp_path / "out", GenerateConfig(afford=True), progress=False)
+    c = manifest["counts"]
+    with_parts = sum(1 for d in parts_dir.iterdir()
+                     if d.is_dir() and json.loads((d / "ground_truth.json").read_text()).get("parts"))
+    assert with_parts and c["scenes_failed"] == len(manifest["failed"]) == with_parts
+    assert all(e["reason"] == "internal_error" and "a bug in the questions" in e["error"] for e in manifest["failed"])
+    assert c["afford"]["scenes_with_parts"] == 0 and "unreadable_truth" not in c["afford"]["without_parts_by_reason"]
+
+
+def test_generate_config_checks_its_affordance_types():
+    from spatialforge.errors import ConfigError
+
+    assert GenerateConfig(afford=True, afford_types=["afford_which_object", "afford_hold_point"]).afford_types == \
+        ("afford_hold_point", "afford_which_object")  # in their order, so equal selections fingerprint alike
+    one = GenerateConfig(afford=True, afford_types=("afford_hold_point",))
+    assert one.to_dict()["afford_types"] == ["afford_hold_point"] and one.fingerprint() != \
+        GenerateConfig(afford=True).fingerprint()
+    for bad, expect in (({"afford_types": ("afford_hold_point",)}, "only afford=True"),
+                        ({"afford": True, "afford_types": ("afford_nope",)}, "unknown afford_nope"),
+                        ({"afford": True, "afford_types": ()}, "(none)"),
+                        ({"afford": True, "afford_types": "afford_hold_point"}, "must be a list")):
+        with pytest.raises(ConfigError, match=re.escape(expect)):
+            GenerateConfig(**bad)

@@ -73,9 +73,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--margin-rel", type=number_at_least(0.0), default=0.15,
                    help="relative tie margin for size comparisons")
     p.add_argument("--types", type=comma_list, default=None,
-                   help="comma-separated question type ids to use (default: all; see `spatialforge catalog`)")
+                   help="comma-separated question type ids to use (default: all; see `spatialforge catalog`); with "
+                        "--afford, naming afford_hold_point or afford_which_object asks only the affordance types "
+                        "named (with at least one catalogue type)")
     p.add_argument("--exclude-types", type=comma_list, default=(),
-                   help="comma-separated question type ids to leave out (default: none)")
+                   help="comma-separated question type ids to leave out, the affordance types of --afford "
+                        "included (default: none)")
     p.add_argument("--shard-size", type=int_at_least(1), default=256, help="scenes per Parquet shard")
     p.add_argument("--overwrite", action="store_true",
                    help="start again: delete what an earlier `generate` wrote in --out (nothing else) instead of "
@@ -94,7 +97,7 @@ def _add_generate(sub) -> None:
                         "with a pixel and a 3D point; afford_which_object: which object affords cutting or pouring) "
                         "on scenes whose ground_truth.json lists part labels (`spatialforge synth --parts`), and "
                         "store their truth in an extra `afford` column; other scenes get none and are counted "
-                        "(docs/affordance.md)")
+                        "(docs/affordance.md); not on photos, which have no part labels")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first internal error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_runner_options(p)
@@ -242,11 +245,13 @@ def _cmd_synth(args) -> int:
 def _generate_config(args):
     from spatialforge.geometry import GeometryConfig
     from spatialforge.pipeline import GenerateConfig
+    from spatialforge.pipeline.generate import select_types
     from spatialforge.qa import QAConfig
 
+    types, exclude_types, afford_types = select_types(args.types, args.exclude_types, afford=args.afford)
     qa = QAConfig(qa_per_image=args.qa_per_image, quantitative_share=args.mix, units=args.units,
-                  margin_m=args.margin, margin_rel=args.margin_rel, types=args.types,
-                  exclude_types=args.exclude_types, seed=args.seed)
+                  margin_m=args.margin, margin_rel=args.margin_rel, types=types,
+                  exclude_types=exclude_types, seed=args.seed)
     composite = None
     if args.composite:
         from spatialforge.qa.composite import CompositeConfig
@@ -255,7 +260,7 @@ def _generate_config(args):
                                     margin_rel=args.margin_rel, seed=args.seed)
     return GenerateConfig(qa=qa, geometry=GeometryConfig(seed=args.seed), shard_size=args.shard_size,
                           fail_fast=args.fail_fast, composite=composite, with_reasoning=args.with_reasoning,
-                          afford=args.afford)
+                          afford=args.afford, afford_types=afford_types)
 
 
 def _print_summary(manifest: dict, out: Path) -> None:
@@ -317,6 +322,15 @@ def _cmd_generate(args) -> int:
         require("ray", extra="ray", feature="--runner ray")
     check_setup(runner.setup)
     photos = source is not None
+    if photos and args.afford:  # photos have no part labels: no affordance question could ever be asked
+        from spatialforge.errors import ConfigError
+
+        given = [f"{flag} {' '.join(map(str, v)) if isinstance(v, list | tuple) else v}"
+                 for flag in ("--hf-dataset", "--webdataset", "--parquet")
+                 if (v := getattr(args, flag[2:].replace("-", "_"))) is not None]
+        raise ConfigError(f"--afford: the affordance questions need synthetic scenes with part labels (`spatialforge "
+                          f"synth --parts`); the photos of {given[0] if given else f'the folder {args.scenes_dir}'} "
+                          "have none: leave out --afford")
     perception = perception_config(args) if photos else None  # every option checked before anything is written
     inputs = [*(source.inputs() if photos else [args.scenes_dir]), args.runner_config]
     try:

@@ -450,7 +450,7 @@ def _read_descriptor(root: Path) -> dict[str, Any] | None:
 
 def _point_item(afford: Any, meta: dict[str, Any], common: dict[str, Any]) -> BenchmarkItem:
     """The item of an affordance point question: its truth from the row's ``afford`` entry (docs/formats.md)."""
-    from spatialforge.io.dataset import rle_problem
+    from spatialforge.io.dataset import rle_contains, rle_problem
 
     if afford is None:
         raise _Skip("missing_afford", "a point question needs its entry in the row's afford column (pixel, 3D point "
@@ -465,13 +465,15 @@ def _point_item(afford: Any, meta: dict[str, Any], common: dict[str, Any]) -> Be
     if len(pixel) != 2 or len(point) != 3:
         raise _Skip("bad_truth", f"afford pixel {list(pixel)} / point_3d {list(point)} are not 2 and 3 numbers")
     mask = afford.get("mask")
-    problem = rle_problem(mask)
+    problem = rle_problem(mask, foreground=True)
     if problem is not None:
         raise _Skip("bad_truth", f"afford mask: {problem}")
     size = meta.get("image_size")
     h, w = (int(x) for x in mask["size"])
     if size is not None and tuple(size) != (w, h):
         raise _Skip("bad_truth", f"afford mask is {w}x{h}, the image {size[0]}x{size[1]}")
+    if not rle_contains(mask, *pixel):
+        raise _Skip("bad_truth", f"afford pixel ({pixel[0]}, {pixel[1]}) is not in the part's mask")
     meta.update(image_size=(w, h), mask={"size": [h, w], "counts": [int(c) for c in mask["counts"]]},
                 part_id=afford.get("part_id"), part_name=afford.get("part_name"), action=afford.get("action"))
     return BenchmarkItem(kind="point", truth={"pixel": pixel, "point_3d": point}, unit="point", **common)
@@ -485,7 +487,8 @@ def spatialforge_item(bench: str, qa: Any, image: bytes, meta: dict[str, Any], *
 
     ``afford``: the record's entry of the row's ``afford`` column (affordance point questions, kind
     ``point``: the truth pixel and 3D point, the part's mask); a point question without one is skipped
-    (reason ``missing_afford``). ``meta["image_size"]`` (width, height) is checked against the mask."""
+    (reason ``missing_afford``), one whose mask holds no pixel, whose truth pixel is not in its mask or whose
+    mask's size is not ``meta["image_size"]`` (width, height) is skipped as ``bad_truth``."""
     if not isinstance(qa, Mapping):
         raise _Skip("bad_record", f"a qa entry is {type(qa).__name__}, not a struct")
     for key in ("id", "type", "kind", "question", "value", "unit"):
@@ -561,7 +564,8 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
     yes/no, and for choices the index of the chosen object among ``subjects`` (``options`` = the
     ``names``); affordance point questions (kind ``point``) take their truth pixel, 3D point and
     mask from the row's ``afford`` column (``generate --afford``), and ``meta["image_size"]`` is the
-    row's ``(width, height)``. The image bytes come from the row. A synthetic benchmark folder's
+    row's ``(width, height)`` (a point question of a row without a positive size is skipped as
+    ``bad_truth``). The image bytes come from the row. A synthetic benchmark folder's
     ``benchmark.json`` gives the default name and is kept in ``info["descriptor"]``.
     """
     root = _dataset_root(path)
@@ -595,6 +599,11 @@ def load_spatialforge(path: str | os.PathLike[str], name: str | None = None) -> 
                 meta = {"scene_id": scene_id, "image_name": image_name, "shard": f.name}
                 if all(isinstance(x, int) and x > 0 for x in size):
                     meta["image_size"] = size
+                elif isinstance(qa, Mapping) and qa.get("kind") == "point":  # its pixels are read in that size
+                    col.skip(qa_id, "bad_truth", f"{qa_id or scene_id}: the row's width x height {size[0]} x "
+                                                 f"{size[1]} is not a positive image size, which a point question "
+                                                 "needs", where)
+                    continue
                 try:
                     col.add(spatialforge_item(bench, qa, image, meta, afford=afford.get(qa_id or "")), where)
                 except _Skip as skip:

@@ -126,8 +126,11 @@ def encode_mask_rle(mask: Any) -> dict[str, list[int]]:
     return {"size": [int(h), int(w)], "counts": [int(c) for c in counts]}
 
 
-def rle_problem(rle: Any) -> str | None:
-    """Why ``rle`` is not a valid :func:`encode_mask_rle` encoding (``None`` when it is)."""
+def rle_problem(rle: Any, *, foreground: bool = False) -> str | None:
+    """Why ``rle`` is not a valid :func:`encode_mask_rle` encoding (``None`` when it is).
+
+    ``foreground``: the mask must also hold a pixel (the truth of a point question): a zero height or width
+    and a mask without any mask pixel are problems too."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         return "not a {size, counts} run-length encoding"
     size, counts = rle["size"], rle["counts"]
@@ -139,6 +142,10 @@ def rle_problem(rle: Any) -> str | None:
         return "counts are not whole numbers >= 0"
     if sum(int(c) for c in counts) != int(size[0]) * int(size[1]):
         return f"counts add up to {sum(int(c) for c in counts)}, not height x width = {int(size[0]) * int(size[1])}"
+    if foreground and (int(size[0]) == 0 or int(size[1]) == 0):
+        return f"size {[int(x) for x in size]} holds no pixel"
+    if foreground and not any(int(c) for c in counts[1::2]):
+        return "the mask has no pixel (every run is background)"
     return None
 
 

@@ -15,6 +15,8 @@ labels (``spatialforge synth --parts``) also get the affordance questions of
 :mod:`spatialforge.qa.afford_types`, and the rows get the ``afford`` column
 (:data:`~spatialforge.io.dataset.AFFORD_ROW_SCHEMA`); the other scenes get none and are counted by
 reason. Without it nothing changes: the rows, scene graphs and fingerprint are those of earlier versions.
+``GenerateConfig.afford_types`` asks some of the affordance types only (:func:`select_types` splits
+``--types`` / ``--exclude-types`` between the catalogue and them).
 """
 
 from __future__ import annotations
@@ -67,12 +69,18 @@ from spatialforge.pipeline.shards import (
     merge_state,
     plan_shards,
 )
-from spatialforge.qa.afford_types import AFFORD_TYPES, NO_PARTS_REASONS, SceneAfford, scene_afford
+from spatialforge.qa.afford_types import (
+    AFFORD_TYPES,
+    NO_PARTS_REASONS,
+    SceneAfford,
+    check_afford_types,
+    scene_afford,
+)
 from spatialforge.qa.composite import CompositeConfig, generate_composite, reasoning_trace
 from spatialforge.qa.generator import QAConfig, QAResult, generate_qa
 
 __all__ = ["DATASET_OUTPUT", "GenerateConfig", "SceneOutcome", "process_scene", "process_shard", "run_generate",
-           "scene_digest"]
+           "scene_digest", "select_types"]
 
 #: The stages whose time the manifest reports (summed over scenes and workers; ``encode`` is the
 #: scene graph JSON and Parquet encoding in the worker, ``write`` the files the driver writes).
@@ -94,6 +102,7 @@ class GenerateConfig:
     composite: CompositeConfig | None = None  # composite (multi-step) questions per scene; None: none
     with_reasoning: bool = False  # composite answers in the chat messages as <think>steps</think> + answer
     afford: bool = False  # affordance questions on scenes with synthetic part labels (+ the afford column)
+    afford_types: tuple[str, ...] = AFFORD_TYPES  # with afford: which of the affordance types to ask
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -102,6 +111,13 @@ class GenerateConfig:
             raise ConfigError("--with-reasoning writes reasoning for composite questions: add --composite N")
         if not isinstance(self.afford, bool):
             raise ConfigError(f"GenerateConfig.afford must be true or false, got {self.afford!r}")
+        try:
+            object.__setattr__(self, "afford_types", check_afford_types(self.afford_types))
+        except ConfigError as exc:
+            raise ConfigError(f"GenerateConfig.afford_types: {exc}") from None
+        if self.afford_types != AFFORD_TYPES and not self.afford:
+            raise ConfigError("GenerateConfig.afford_types selects affordance questions, which only afford=True "
+                              "(--afford) asks")
 
     def to_dict(self) -> dict[str, Any]:
         d = {"qa": self.qa.to_dict(), "geometry": self.geometry.to_dict(), "shard_size": self.shard_size}
@@ -109,11 +125,43 @@ class GenerateConfig:
             d.update(composite=self.composite.to_dict(), with_reasoning=self.with_reasoning)
         if self.afford:  # likewise
             d["afford"] = True
+            if self.afford_types != AFFORD_TYPES:  # likewise: runs asking both keep their fingerprint
+                d["afford_types"] = list(self.afford_types)
         return d
 
     def fingerprint(self) -> str:
         blob = json.dumps({"config": self.to_dict(), "version": __version__}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def select_types(types: tuple[str, ...] | list[str] | None, exclude_types: tuple[str, ...] | list[str] = (), *,
+                 afford: bool = False) -> tuple[tuple[str, ...] | None, tuple[str, ...], tuple[str, ...]]:
+    """Split ``--types`` / ``--exclude-types`` between the catalogue and the affordance types: returns the
+    catalogue's ``(types, exclude_types)`` (for :class:`QAConfig`) and the affordance types to ask (for
+    ``GenerateConfig.afford_types``).
+
+    The affordance types (:data:`AFFORD_TYPES`) need ``afford``. Named in ``types``, only those of them are
+    asked (else all); named in ``exclude_types``, they are left out. ``types`` must name a catalogue type
+    too when it names any type: the affordance questions come on top of the catalogue's. Raises
+    :class:`ConfigError`, one line naming the flag.
+    """
+    types_given = tuple(types) if types else ()
+    excluded = tuple(exclude_types)
+    for flag, names in (("--types", types_given), ("--exclude-types", excluded)):
+        named = [t for t in names if t in AFFORD_TYPES]
+        if named and not afford:
+            raise ConfigError(f"{flag} {','.join(named)}: the affordance question types are asked only with --afford")
+    afford_named = [t for t in types_given if t in AFFORD_TYPES]
+    catalogue = tuple(t for t in types_given if t not in AFFORD_TYPES)
+    if types_given and not catalogue:
+        raise ConfigError(f"--types {','.join(types_given)}: names only affordance types, which --afford asks on top "
+                          "of the catalogue's questions: name catalogue types too (see `spatialforge catalog`), "
+                          "or leave an affordance type out with --exclude-types")
+    chosen = tuple(t for t in AFFORD_TYPES if (not afford_named or t in afford_named) and t not in excluded)
+    if afford and not chosen:
+        raise ConfigError(f"--exclude-types {','.join(t for t in excluded if t in AFFORD_TYPES)}: leaves no affordance "
+                          "type to ask: leave out --afford instead")
+    return (catalogue or None), tuple(t for t in excluded if t not in AFFORD_TYPES), chosen or AFFORD_TYPES
 
 
 @dataclass
@@ -187,7 +235,7 @@ def process_scene(folder: Path, config: GenerateConfig) -> SceneOutcome:
     afford_rows, afford_s = None, 0.0
     if config.afford:  # after the composite questions and their reasoning turns, which keep their indices
         t = time.perf_counter()
-        out.afford = scene_afford(folder, scene.scene_id, config.qa.seed)
+        out.afford = scene_afford(folder, scene.scene_id, config.qa.seed, config.afford_types)
         afford_s = time.perf_counter() - t
         afford_rows = list(out.afford.records)
         if out.afford.qa:
@@ -599,6 +647,6 @@ def _manifest(states: list[dict[str, Any]], cfg: GenerateConfig, scenes_dir, out
             "scenes_with_parts": sum(int(s.get("afford_scenes_with_parts", 0)) for s in states),
             "scenes_without_parts": sum(no_parts.values()),
             "without_parts_by_reason": {k: no_parts[k] for k in NO_PARTS_REASONS if no_parts.get(k)},
-            "per_type": {t: per_type.get(t, 0) for t in AFFORD_TYPES},
+            "per_type": {t: per_type.get(t, 0) for t in cfg.afford_types},
         }
     return manifest

@@ -12,7 +12,11 @@ these types existed do not change. Two types, generated only for scenes whose gr
   part's centre.
 * ``afford_which_object`` (kind ``choice``): "Which object affords cutting?" - a choice among
   2-4 visible objects of the scene (``choices``: their ids; ``value``: the right one), asked only
-  when exactly one visible object has a visible part with that action. Scored by choice accuracy.
+  when exactly one visible object has a visible part with that action. The wrong choices afford
+  the action in no sense: no part of theirs has it and their category is not one of
+  :data:`AFFORDING_CATEGORIES` (a mug, a bottle or a bucket can be poured from even without a
+  labelled spout, so none of them is ever a wrong choice of "Which object affords pouring?").
+  Scored by choice accuracy.
 
 The gravity frame of the truth is the exact one of the synthetic camera (``z`` up, ``x`` camera
 right, ``y`` forward, origin on the floor below the camera): what the pipeline's gravity
@@ -39,6 +43,7 @@ from spatialforge.core.types import CameraIntrinsics, Gravity
 from spatialforge.errors import ConfigError, SpatialForgeError
 
 __all__ = [
+    "AFFORDING_CATEGORIES",
     "AFFORD_TYPES",
     "MIN_PART_PIXELS",
     "NO_PARTS_REASONS",
@@ -46,6 +51,8 @@ __all__ = [
     "AffordScore",
     "AffordTruth",
     "SceneAfford",
+    "check_afford_types",
+    "check_ground_truth",
     "generate_afford_qa",
     "point_answer_from_heatmap",
     "scene_afford",
@@ -61,6 +68,13 @@ NO_PARTS_REASONS = ("no_ground_truth", "no_parts", "unreadable_truth")
 MIN_PART_PIXELS = 20
 #: Action -> the noun of "Which object affords ...?".
 _ACTION_NOUN = {"cut with": "cutting", "pour": "pouring"}
+#: Action of "Which object affords ...?" -> the object categories that afford it in the everyday sense, part
+#: labels or not: never a wrong choice of that question (every container can be poured from; only the kettle's
+#: spout is labelled). Names of :data:`spatialforge.synth.layout.CATEGORY_BY_NAME`.
+AFFORDING_CATEGORIES: dict[str, frozenset[str]] = {
+    "cut with": frozenset({"knife"}),
+    "pour": frozenset({"bottle", "bucket", "can", "kettle", "mug", "pot", "vase"}),
+}
 
 
 def scene_gravity(ground_truth: dict[str, Any]) -> Gravity:
@@ -72,6 +86,98 @@ def scene_gravity(ground_truth: dict[str, Any]) -> Gravity:
     up_cam = rot.T @ np.array([0.0, 0.0, 1.0])
     height = float(cam["position"][2])
     return Gravity(source="plane", R=canonical_frame(up_cam), t=np.array([0.0, 0.0, height]), camera_height=height)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(x: Any) -> bool:
+    if _is_int(x):
+        return abs(int(x)) < 2**63  # JSON allows any size; beyond this it is no coordinate
+    return isinstance(x, float | np.floating) and bool(np.isfinite(x))
+
+
+def _is_numbers(value: Any, n: int) -> bool:
+    return isinstance(value, list | tuple) and len(value) == n and all(_is_number(x) for x in value)
+
+
+def _entry_problem(entry: Any, fields: dict[str, tuple[str, Any]]) -> str | None:
+    """Why ``entry`` lacks one of ``fields`` (name -> (what it must be, check)), or ``None``."""
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__}, not an object"
+    for name, (what, ok) in fields.items():
+        if name not in entry:
+            return f"has no {name!r}"
+        if not ok(entry[name]):
+            return f"{name!r} must be {what}, got {_short(entry[name])}"
+    return None
+
+
+_CAMERA_FIELDS = {
+    "R_world_from_cam": ("a 3x3 rotation", lambda v: isinstance(v, list | tuple) and len(v) == 3
+                         and all(_is_numbers(r, 3) for r in v)),
+    "position": ("3 finite numbers", lambda v: _is_numbers(v, 3)),
+}
+_OBJECT_FIELDS = {
+    "id": ("an integer", _is_int),
+    "caption": ("a string", lambda v: isinstance(v, str)),
+    "category": ("a string", lambda v: isinstance(v, str)),
+    "visible_pixels": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+}
+_PART_FIELDS = {
+    "id": ("an integer from 1 to 65535", lambda v: _is_int(v) and 1 <= v <= 65535),
+    "object_id": ("an integer", _is_int),
+    "name": ("a string", lambda v: isinstance(v, str)),
+    "action": ("a string", lambda v: isinstance(v, str)),
+    "purpose": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "visible_pixels": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "center": ("3 finite numbers", lambda v: _is_numbers(v, 3)),
+}
+
+
+def check_ground_truth(gt: Any, where: str | os.PathLike[str]) -> None:
+    """Check what the affordance questions read of a synthetic ``ground_truth.json`` (``where`` names it):
+    the camera's pose and, when it lists ``parts``, every part and every object. Raises :class:`ConfigError`,
+    one line naming the file and the entry (``parts[2]``, ``objects[0]``, ``camera``)."""
+    if not isinstance(gt, dict):
+        raise ConfigError(f"{where}: not a JSON object but {type(gt).__name__}")
+    problem = _entry_problem(gt.get("camera"), _CAMERA_FIELDS) if "camera" in gt else "is missing"
+    if problem is not None:
+        raise ConfigError(f"{where}: camera {problem}")
+    if "scene_id" in gt and not isinstance(gt["scene_id"], str):
+        raise ConfigError(f"{where}: scene_id must be a string, got {_short(gt['scene_id'])}")
+    parts = gt.get("parts", [])
+    if not isinstance(parts, list):
+        raise ConfigError(f"{where}: parts must be a list, got {type(parts).__name__}")
+    if not parts:
+        return
+    objects = gt.get("objects")
+    if not isinstance(objects, list):
+        raise ConfigError(f"{where}: objects must be a list, got {type(objects).__name__}")
+    ids: set[int] = set()
+    for k, obj in enumerate(objects):
+        problem = _entry_problem(obj, _OBJECT_FIELDS)
+        if problem is None and int(obj["id"]) in ids:
+            problem = f"repeats the id {int(obj['id'])}"
+        if problem is not None:
+            raise ConfigError(f"{where}: objects[{k}] {problem}")
+        ids.add(int(obj["id"]))
+    part_ids: set[int] = set()
+    for k, part in enumerate(parts):
+        problem = _entry_problem(part, _PART_FIELDS)
+        if problem is None and int(part["id"]) in part_ids:
+            problem = f"repeats the id {int(part['id'])}"
+        if problem is None and int(part["object_id"]) not in ids:
+            problem = f"names object_id {int(part['object_id'])}, which no entry of objects has"
+        if problem is not None:
+            raise ConfigError(f"{where}: parts[{k}] {problem}")
+        part_ids.add(int(part["id"]))
 
 
 @dataclass(frozen=True)
@@ -100,7 +206,11 @@ class AffordTruth:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> AffordTruth:
-        """From a synthetic scene folder (``ground_truth.json``, ``parts.png`` when it has parts, ...)."""
+        """From a synthetic scene folder (``ground_truth.json``, ``parts.png`` when it has parts, ...).
+
+        Raises :class:`~spatialforge.errors.SpatialForgeError` (one line) for a folder whose truth cannot be
+        read: a missing or malformed file, an entry of ``ground_truth.json`` without what the questions read
+        (:func:`check_ground_truth`)."""
         from spatialforge.io.scene_folder import load_camera, load_depth, load_uint16_png, one_of
 
         folder = Path(folder)
@@ -111,6 +221,7 @@ class AffordTruth:
             gt = json.loads(gt_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{gt_path}: cannot read ({exc})") from None
+        check_ground_truth(gt, gt_path)
         instances = load_uint16_png(folder / "instances.png", "instances")
         h, w = instances.shape
         depth = load_depth(one_of(folder, ("depth.npy", "depth.png"), "depth"))
@@ -212,13 +323,27 @@ def _visible_parts(truth: AffordTruth) -> list[dict[str, Any]]:
     return [p for _, p in sorted(truth.parts.items()) if int(p["visible_pixels"]) >= MIN_PART_PIXELS]
 
 
-def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
+def check_afford_types(types: Any) -> tuple[str, ...]:
+    """``types`` as a tuple of :data:`AFFORD_TYPES` in their order; :class:`ConfigError` for an unknown,
+    repeated or empty selection."""
+    if isinstance(types, str) or not isinstance(types, tuple | list):
+        raise ConfigError(f"the affordance types must be a list of {', '.join(AFFORD_TYPES)}, got {types!r}")
+    unknown = [t for t in types if t not in AFFORD_TYPES]
+    if unknown or len(set(types)) != len(types) or not types:
+        why = f"unknown {', '.join(map(str, unknown))}" if unknown else "repeated" if types else "none"
+        raise ConfigError(f"the affordance types must be some of {', '.join(AFFORD_TYPES)} ({why})")
+    return tuple(t for t in AFFORD_TYPES if t in types)
+
+
+def generate_afford_qa(truth: AffordTruth, seed: int = 0, types: tuple[str, ...] = AFFORD_TYPES) -> list[AffordQA]:
     """The affordance questions of one scene (none without parts); deterministic in ``(seed, scene id)``.
 
-    Objects are named by their caption, and only when no other visible object shares it.
+    Objects are named by their caption, and only when no other visible object shares it. ``types``: the
+    types to ask (some of :data:`AFFORD_TYPES`); leaving one out does not change the questions of the other.
     """
     from spatialforge.qa.generator import scene_rng
 
+    types = check_afford_types(types)
     if not truth.parts:
         return []
     rng = scene_rng(seed, truth.scene_id, "afford")
@@ -228,7 +353,7 @@ def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
     unique_ids = {int(o["id"]) for o in unique}
     parts = _visible_parts(truth)
     out: list[AffordQA] = []
-    for part in parts:
+    for part in parts if "afford_hold_point" in types else ():
         oid = int(part["object_id"])
         if part["action"] != "hold" or not part.get("purpose") or oid not in unique_ids:
             continue
@@ -243,13 +368,16 @@ def generate_afford_qa(truth: AffordTruth, seed: int = 0) -> list[AffordQA]:
         out.append(AffordQA(f"{truth.scene_id}-a{len(out):03d}", "afford_hold_point", "point", question, answer,
                             {"pixel": [pixel[0], pixel[1]], "point_3d": point}, "point", (oid,), ("A",), (name,),
                             part_id=int(part["id"])))
-    for action, noun in _ACTION_NOUN.items():
+    for action, noun in _ACTION_NOUN.items() if "afford_which_object" in types else ():
         having = sorted({int(p["object_id"]) for p in parts if p["action"] == action})
         if len(having) != 1 or having[0] not in unique_ids:
             continue
         right = having[0]
+        # a wrong choice affords the action in no sense: no part with it (visible or not) and not a category that
+        # affords it without a labelled part (a mug or a bottle can be poured from as well as a kettle)
         with_action = {int(p["object_id"]) for p in truth.parts.values() if p["action"] == action}
-        others = [int(o["id"]) for o in unique if int(o["id"]) not in with_action]
+        affording = AFFORDING_CATEGORIES[action]
+        others = [int(o["id"]) for o in unique if int(o["id"]) not in with_action and o["category"] not in affording]
         if not others:
             continue
         n_other = min(len(others), int(rng.integers(1, 4)))
@@ -280,31 +408,31 @@ class SceneAfford:
     message: str | None = None
 
 
-def scene_afford(folder: str | os.PathLike[str], scene_id: str, seed: int = 0) -> SceneAfford:
+def scene_afford(folder: str | os.PathLike[str], scene_id: str, seed: int = 0,
+                 types: tuple[str, ...] = AFFORD_TYPES) -> SceneAfford:
     """The affordance questions of a scene folder, as ``spatialforge generate --afford`` asks them.
 
     ``scene_id`` names the questions (``<scene_id>-aNNN``, the dataset row's id) and, with ``seed``, draws
-    their randomness, as for the catalogue questions. A folder without ``ground_truth.json`` (a photo, a
-    real RGB-D scan) or whose ground truth lists no parts gets none (``reason`` says which); one whose
-    truth cannot be read (``parts.png`` missing, a malformed ``ground_truth.json``) gets none with reason
-    ``unreadable_truth`` and a one-line ``message``. Never raises for a bad scene folder.
+    their randomness, as for the catalogue questions; ``types``: the types to ask. A folder without
+    ``ground_truth.json`` (a photo, a real RGB-D scan) or whose ground truth lists no parts gets none
+    (``reason`` says which); one whose truth cannot be read (``parts.png`` missing, a malformed
+    ``ground_truth.json`` or entry of it, see :meth:`AffordTruth.load`) gets none with reason
+    ``unreadable_truth`` and a one-line ``message``. Never raises for a bad scene folder; an error while
+    asking the questions of a truth that loaded is a bug and propagates (``generate`` records it as the
+    scene's internal error).
     """
     folder = Path(folder)
-    gt_path = folder / "ground_truth.json"
-    if not gt_path.is_file():
+    if not (folder / "ground_truth.json").is_file():
         return SceneAfford(reason="no_ground_truth")
     try:
         truth = AffordTruth.load(folder)
-        if not truth.parts:
-            return SceneAfford(reason="no_parts")
-        truth = replace(truth, scene_id=scene_id)
-        qa = generate_afford_qa(truth, seed)
-        records = [r for r in (q.afford_record(truth) for q in qa) if r is not None]
     except SpatialForgeError as exc:
         return SceneAfford(reason="unreadable_truth", message=str(exc))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # malformed entries of ground_truth.json
-        detail = f"{type(exc).__name__}: {exc}"
-        return SceneAfford(reason="unreadable_truth", message=f"{gt_path}: malformed part or object entry ({detail})")
+    if not truth.parts:
+        return SceneAfford(reason="no_parts")
+    truth = replace(truth, scene_id=scene_id)
+    qa = generate_afford_qa(truth, seed, types)
+    records = [r for r in (q.afford_record(truth) for q in qa) if r is not None]
     return SceneAfford(tuple(qa), tuple(records))
 
 

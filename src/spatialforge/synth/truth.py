@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,9 +140,16 @@ class QAScore:
 
 def score_qa(gt: GroundTruthScene, scene_id: str, qa: dict[str, Any], margin_m: float, margin_rel: float
              ) -> QAScore:
-    roles = dict(zip(qa["roles"], qa["subjects"], strict=True))
+    """Score one QA record. The affordance questions (``generate --afford``,
+    :data:`~spatialforge.qa.afford_types.AFFORD_TYPES`) are excluded with reason ``affordance``: their answers are
+    the synthetic part labels themselves, not measured, and ``spatialforge eval score`` scores answers to them."""
+    from spatialforge.qa.afford_types import AFFORD_TYPES
+
     t, kind, est = qa["type"], qa["kind"], float(qa["value"])
     base = {"scene_id": scene_id, "qa_id": qa["id"], "type": t, "kind": kind, "estimate": est}
+    if t in AFFORD_TYPES:
+        return QAScore(**base, truth=None, correct=None, rel_error=None, excluded="affordance")
+    roles = dict(zip(qa["roles"], qa["subjects"], strict=True))
     if kind == "quantitative":
         truth = true_quantity(gt, t, roles)
         if t == "clock_direction":
@@ -171,7 +178,8 @@ def score_qa(gt: GroundTruthScene, scene_id: str, qa: dict[str, Any], margin_m: 
 
 def score_dataset(scenes_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                   margin_m: float = 0.10, margin_rel: float = 0.15) -> list[QAScore]:
-    """Score every QA of a generated dataset against the scenes' ``ground_truth.json``."""
+    """Score every QA of a generated dataset against the scenes' ``ground_truth.json`` (the affordance questions
+    of ``generate --afford`` are excluded, reason ``affordance``: see :func:`score_qa`)."""
     scores = []
     for row in iter_rows(out_dir, columns=["scene_id", "qa"]):
         gt = GroundTruthScene.load(Path(scenes_dir) / row["scene_id"] / "ground_truth.json")
@@ -180,7 +188,8 @@ def score_dataset(scenes_dir: str | os.PathLike[str], out_dir: str | os.PathLike
 
 
 def summarise(scores: list[QAScore]) -> dict[str, Any]:
-    """Qualitative accuracy, quantitative median / p90 relative error, overall and per type."""
+    """Qualitative accuracy, quantitative median / p90 relative error, overall and per type; ``excluded``: the
+    scores left out of them, per reason (``tie``: within the margins; ``affordance``: see :func:`score_qa`)."""
     qual = [s for s in scores if s.kind != "quantitative" and s.excluded is None]
     quant = [s for s in scores if s.rel_error is not None]
     clock = [s for s in scores if s.type == "clock_direction"]
@@ -200,6 +209,7 @@ def summarise(scores: list[QAScore]) -> dict[str, Any]:
     rel_all = [s.rel_error for s in quant]
     return {
         "qa_total": len(scores),
+        "excluded": dict(sorted(Counter(s.excluded for s in scores if s.excluded is not None).items())),
         "qualitative": {
             "n": len(qual),
             "excluded_ties": sum(1 for s in scores if s.excluded == "tie"),
