@@ -600,3 +600,16 @@ def test_generate_config_checks_its_affordance_types():
                         ({"afford": True, "afford_types": "afford_hold_point"}, "must be a list")):
         with pytest.raises(ConfigError, match=re.escape(expect)):
             GenerateConfig(**bad)
+
+
+def test_run_photos_from_python_refuses_afford_before_reading_anything(tmp_path):
+    from spatialforge.errors import ConfigError
+    from spatialforge.pipeline.photos import run_photos
+
+    class _Untouched:
+        def build(self):
+            raise AssertionError("the source was opened")
+
+    with pytest.raises(ConfigError, match="photos have no part labels"):
+        run_photos(_Untouched(), tmp_path / "out", pipeline=None, generate=GenerateConfig(afford=True))
+    assert not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from spatialforge.errors import RunFailedError
+from spatialforge.errors import ConfigError, RunFailedError
 from spatialforge.io.dataset import atomic_write_json
 from spatialforge.perception.checks import count
 from spatialforge.pipeline.generate import GenerateConfig, run_generate
@@ -56,6 +56,9 @@ def run_photos(source: PhotoSource | Source, out_dir: str | Path, pipeline: Any,
     ``prepare_output_dir``) clears it first. :class:`RunFailedError` (exit status 1) when no photo
     became a scene: the run itself worked, its records say why each photo was left out.
     """
+    if generate is not None and getattr(generate, "afford", False):
+        raise ConfigError("afford: photos have no part labels, so no affordance question can be asked of them; "
+                          "affordance questions need synthetic scenes made with `spatialforge synth --parts`")
     out_dir = Path(out_dir)
     src = source.build() if isinstance(source, PhotoSource) else source
     src.open()
