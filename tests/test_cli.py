@@ -219,8 +219,13 @@ def test_catalog_text(capsys):
     assert main(["catalog"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0] == f"{len(CATALOG)} question types"
-    listed = {line.split()[0] for line in text.splitlines()[1:] if line.strip()}
+    body, _, extra = text.partition("\n\n")
+    listed = {line.split()[0] for line in body.splitlines()[1:] if line.strip()}
     assert listed == set(CATALOG)
+    from spatialforge.qa.afford_types import AFFORD_TYPES
+    from spatialforge.qa.composite import COMPOSITE_TYPES
+
+    assert all(t in extra for t in (*AFFORD_TYPES, *COMPOSITE_TYPES)) and "generate --afford" in extra
 
 
 # ----------------------------------------------------------------------------- show / demo / version

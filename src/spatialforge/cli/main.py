@@ -378,6 +378,11 @@ def _cmd_catalog(args) -> int:
         a = r["answer_templates"]
         a_text = f"{a['yes']}+{a['no']}" if isinstance(a, dict) else str(a)
         print(f"  {r['id']:<20} {r['kind']:<12} q={r['question_templates']:<3} a={a_text:<6} {r['meaning']}")
+    from spatialforge.qa.afford_types import AFFORD_TYPES
+    from spatialforge.qa.composite import COMPOSITE_TYPES
+
+    print(f"\nwith `generate --afford` (synthetic scenes with part labels): {', '.join(AFFORD_TYPES)}")
+    print(f"with `generate --composite N`: {len(COMPOSITE_TYPES)} multi-step types ({', '.join(COMPOSITE_TYPES)})")
     return 0
 
 
