@@ -39,6 +39,7 @@ from typing import Any
 from spatialforge.errors import ConfigError, SpatialForgeError
 from spatialforge.perception.image_io import ItemFailure
 from spatialforge.perception.pipeline import STAGE_ORDER, ChunkState, PerceptionPipeline
+from spatialforge.pipeline.runners import StageResources
 
 __all__ = ["DEFAULT_GPU_SHARE", "PhotoStageResources", "RayDataExecutor", "photo_stage_groups",
            "photo_stage_resources"]
@@ -51,36 +52,21 @@ RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "concurrency")
 
 
 @dataclass(frozen=True)
-class PhotoStageResources:
-    """What each actor of a photo model stage asks Ray for, and how many actors the stage runs."""
+class PhotoStageResources(StageResources):
+    """What each actor of a photo model stage asks Ray for (as a shard task's :class:`StageResources`), and how
+    many actors the stage runs."""
 
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    memory: int | None = None
     concurrency: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("num_cpus", "num_gpus"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise ConfigError(f"{key} must be a number >= 0, got {v!r}")
-        if self.num_cpus == 0 and self.num_gpus == 0:
-            raise ConfigError("a stage needs num_cpus > 0 or num_gpus > 0")
+        super().__post_init__()
         if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             raise ConfigError(f"num_gpus above 1 must be a whole number, got {self.num_gpus}")
-        if self.memory is not None and (isinstance(self.memory, bool) or not isinstance(self.memory, int)
-                                        or self.memory < 1):
-            raise ConfigError(f"memory must be a number of bytes >= 1, got {self.memory!r}")
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency (actors) must be an integer >= 1, got {self.concurrency!r}")
 
     def ray_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"num_cpus": self.num_cpus, "concurrency": self.concurrency}
-        if self.num_gpus:
-            args["num_gpus"] = self.num_gpus
-        if self.memory is not None:
-            args["memory"] = self.memory
-        return args
+        return {**self.ray_options(), "concurrency": self.concurrency}
 
 
 def photo_stage_resources(given: dict[str, dict[str, Any]], *, cluster_cpus: float, cluster_gpus: float
